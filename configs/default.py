@@ -1,0 +1,41 @@
+"""Sections every config has, so one override works everywhere:
+seed, method, data, model, training, sampling, eval."""
+import ml_collections
+
+
+def get_default_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.method = ""
+
+  config.data = data = ml_collections.ConfigDict()
+  data.dataset = "mixture"
+
+  config.model = ml_collections.ConfigDict()
+
+  config.training = t = ml_collections.ConfigDict()
+  t.n_iters = 10000
+  t.batch_size = 128
+  t.optimizer = "adam"
+  t.lr = 1e-3
+  t.beta1 = 0.9
+  t.beta2 = 0.999
+  t.adam_eps = 1e-8
+  t.weight_decay = 0.0
+  t.schedule = "constant"      # constant | cosine
+  t.lr_final_frac = 0.0        # cosine: final lr as a fraction of lr
+  t.warmup = 0
+  t.grad_clip = 0.0            # 0: off
+  t.ema_rate = 0.0             # 0: sample with the raw parameters
+  t.log_every = 100
+  t.ckpt_every = 1000
+  t.max_to_keep = 3
+  t.steps_per_call = 100       # optimizer steps fused into one compiled lax.scan call
+  t.nan_policy = "stop"        # stop | skip
+  t.num_devices = 0            # 0: every local device
+  t.progress = True
+
+  config.sampling = ml_collections.ConfigDict()
+  config.eval = ml_collections.ConfigDict()
+  config.eval.enabled = True
+  return config

@@ -1,0 +1,83 @@
+"""Orbax checkpoints: atomic saves, pruning to max_to_keep, and restore with fallback.
+
+Layout: DIR/checkpoints/<step>/{state, meta}. `state` is the whole train-state pytree (step, params,
+optimizer state, EMA, PRNG key: everything a resumed run needs to continue bit-for-bit); `meta` is JSON
+(step, the model config) so a mismatched config is named instead of failing deep inside orbax.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be used; the message says which and why."""
+
+
+class Checkpointer:
+
+  def __init__(self, workdir: str, max_to_keep: int = 3):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+        enable_async_checkpointing=False)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def steps(self) -> list[int]:
+    self.manager.reload()
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state: Any, meta: dict) -> None:
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    meta=ocp.args.JsonSave(meta)), force=True)
+    self.manager.wait_until_finished()
+
+  def _restore_meta(self, step: int) -> dict:
+    out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return out["meta"]
+
+  def _restore(self, step: int, target: Any) -> tuple[Any, dict]:
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    return out["state"], out["meta"]
+
+  def restore_latest(self, target: Any, check_meta=None) -> Optional[tuple[int, Any, dict]]:
+    """Restores the newest usable checkpoint into the structure of `target`.
+
+    A damaged checkpoint (missing or truncated files) is reported and the previous one tried; if every
+    checkpoint is damaged this raises rather than silently starting over. `check_meta(meta)` may raise
+    CheckpointError for an incompatible config, which is never papered over by a fallback."""
+    steps = self.steps()
+    if not steps:
+      return None
+    damaged = []
+    for step in reversed(steps):
+      try:
+        meta = self._restore_meta(step)
+      except Exception as e:  # noqa: BLE001 - any read failure means this checkpoint is unusable
+        damaged.append((step, e))
+        logging.warning("checkpoint %s/%d is damaged (%s: %s); trying the previous one",
+                        self.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+        continue
+      if check_meta is not None:
+        check_meta(meta)
+      try:
+        state, meta = self._restore(step, target)
+      except Exception as e:  # noqa: BLE001
+        damaged.append((step, e))
+        logging.warning("checkpoint %s/%d is damaged (%s: %s); trying the previous one",
+                        self.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+        continue
+      return step, state, meta
+    names = ", ".join(str(s) for s, _ in damaged)
+    raise CheckpointError(
+        f"every checkpoint in {self.directory} is damaged (steps {names}); move the directory away to "
+        "start over")
+
+  def close(self):
+    self.manager.close()

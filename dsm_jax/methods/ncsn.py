@@ -1,0 +1,133 @@
+"""NCSN: noise-conditional score networks (Song & Ermon 2019, "Generative Modeling by Estimating
+Gradients of the Data Distribution").
+
+1. A geometric ladder sigma_1 > ... > sigma_L (Sec. 4.1).
+2. One network s(x, sigma) trained with the lambda(sigma)-weighted DSM objective, one level drawn per
+   example (eqs. 5-6; lambda(sigma) = sigma^2).
+3. Annealed Langevin dynamics (Alg. 1): T steps per level with alpha_i = eps sigma_i^2 / sigma_L^2.
+   The step convention ('paper' or the reference code's 'code') is config.sampling.convention.
+On the 2-D toy (Sec. 3.2) plain Langevin at the smallest sigma with the same number of score
+evaluations is sampled too: it recovers the modes but not their weights, annealing recovers both.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dsm_jax import evaluation, losses, samplers, sigmas, viz
+from dsm_jax.methods.base import Method
+from dsm_jax.models import get_model
+from dsm_jax.validation import ConfigError, one_of, positive, require
+
+
+def ladder_from_config(config) -> jnp.ndarray:
+  m = config.model
+  require(m.sigma_min > 0, "model.sigma_min", f"must be > 0, got {m.sigma_min}")
+  require(m.sigma_max > m.sigma_min, "model.sigma_max",
+          f"must exceed model.sigma_min ({m.sigma_min}), got {m.sigma_max}")
+  positive(config, "model.num_scales", integer=True)
+  require(m.num_scales >= 2, "model.num_scales", f"an annealing ladder needs >= 2 levels, got {m.num_scales}")
+  return sigmas.geometric(m.sigma_max, m.sigma_min, m.num_scales)
+
+
+def validate(config) -> None:
+  ladder_from_config(config)
+  s = config.sampling
+  one_of(config, "sampling.method", ("annealed_langevin",))
+  one_of(config, "sampling.convention", samplers.CONVENTIONS)
+  one_of(config, "sampling.score", ("model", "analytic"))
+  positive(config, "sampling.n_samples", integer=True)
+  positive(config, "sampling.eps")
+  positive(config, "sampling.n_steps_each", integer=True)
+  positive(config, "sampling.langevin_eps")
+  require(len(s.init_range) == 2 and s.init_range[0] < s.init_range[1], "sampling.init_range",
+          f"must be (low, high) with low < high, got {tuple(s.init_range)}")
+
+
+def build(config, dataset) -> Method:
+  validate(config)
+  ladder = ladder_from_config(config)
+  shape = tuple(dataset.shape)
+  net = get_model(config.model, shape, conditional=True)
+  s_cfg = config.sampling
+
+  def init_params(key):
+    return net.init(key, jnp.zeros((1,) + shape), jnp.ones((1,)))
+
+  def loss_fn(params, key, batch):
+    score_fn = lambda x, sig: net.apply(params, x, sig)
+    loss, aux = losses.ncsn(score_fn, key, batch, ladder, config.model.anneal_power)  # eqs. 5-6
+    return loss, {"level_loss_sum": aux["level_loss_sum"], "level_count": aux["level_count"]}
+
+  def score_of(params):
+    if s_cfg.score == "analytic":
+      if not getattr(dataset, "has_density", False):
+        raise ConfigError("sampling.score", f"'analytic' needs a dataset with a closed-form density, "
+                                            f"{config.data.dataset!r} has none")
+      return lambda x, sig: dataset.score(x, sig, s_cfg.analytic_form)
+    return lambda x, sig: net.apply(params, x, sig)
+
+  def _draw(score_fn, key):
+    k0, ka, kl = jax.random.split(key, 3)
+    lo, hi = s_cfg.init_range
+    x0 = jax.random.uniform(k0, (s_cfg.n_samples,) + shape, minval=lo, maxval=hi)
+    xa, aux_a = samplers.annealed_langevin(  # Alg. 1
+        score_fn, ka, x0, ladder, s_cfg.eps, s_cfg.n_steps_each, convention=s_cfg.convention,
+        final_denoise=s_cfg.final_denoise, return_traj=True)
+    n_plain = s_cfg.langevin_steps or int(ladder.shape[0]) * s_cfg.n_steps_each  # same # of score evals
+    xl, _ = samplers.langevin(score_fn, kl, x0, s_cfg.langevin_eps, n_plain, sigma=ladder[-1],
+                              convention=s_cfg.convention)
+    return xa, xl, aux_a["trajectory"]
+
+  draw = jax.jit(_draw, static_argnums=0)
+
+  def sample(params, key):
+    xa, xl, traj = draw(score_of(params), key)
+    return {"x": np.asarray(xa), "langevin": np.asarray(xl), "trajectory": np.asarray(traj)}
+
+  def evaluate(params, key, samples):
+    out = {}
+    k_ref, k_mmd, k_score = jax.random.split(key, 3)
+    if config.data.dataset == "mixture":  # the paper's 1/5, 4/5 toy: weight of the (5, 5) mode
+      out["weight_pos_annealed"] = _weight(samples["x"])
+      out["weight_pos_langevin"] = _weight(samples["langevin"])
+    if getattr(dataset, "has_density", False):
+      # exact-score reference: the same sampler settings with the analytic smoothed score, no network
+      xa, xl, _ = draw(lambda x, sig: dataset.score(x, sig, s_cfg.analytic_form), k_ref)
+      if config.data.dataset == "mixture":
+        out["weight_pos_annealed_exact_score"] = _weight(xa)
+        out["weight_pos_langevin_exact_score"] = _weight(xl)
+      net_score = lambda x, sig: net.apply(params, x, sig)
+      errs = [evaluation.score_error(net_score, dataset, jax.random.fold_in(k_score, i), float(s))
+              for i, s in enumerate(np.asarray(ladder))]
+      out["score_rel_mse"] = float(np.mean(errs))
+      out["score_rel_mse_sigma_min"] = errs[-1]
+      for i, e in enumerate(errs):
+        out[f"score_rel_mse_level_{i}"] = e
+    sig_ref = 0.0 if s_cfg.final_denoise else float(ladder[-1])
+    out["mmd"] = evaluation.mmd_to_data(samples["x"], dataset, k_mmd, sig_ref)
+    out["mmd_langevin"] = evaluation.mmd_to_data(samples["langevin"], dataset, k_mmd, sig_ref)
+    return out
+
+  def plot(samples, params, sample_dir):
+    if len(shape) != 1 or shape[0] != 2:
+      return []
+    ld = None
+    if getattr(dataset, "has_density", False):
+      ld = lambda pts: dataset.log_prob(jnp.asarray(pts), float(ladder[-1]))
+    lim = max(abs(v) for v in s_cfg.init_range) + 2
+    return [
+        viz.scatter_2d(f"{sample_dir}/samples.png", samples["x"], ld, "annealed Langevin", lim),
+        viz.scatter_2d(f"{sample_dir}/langevin.png", samples["langevin"], ld, "plain Langevin", lim),
+        viz.trajectory_2d(f"{sample_dir}/trajectory.png", samples["trajectory"],
+                          [f"sigma={s:.3g}" for s in np.asarray(ladder)], lim),
+    ]
+
+  return Method(name="ncsn", init_params=init_params, loss_fn=loss_fn, sample=sample,
+                evaluate=evaluate, plot=plot)
+
+
+def _weight(x) -> float:
+  from dsm_jax.data.toy import nearer_fraction
+  return nearer_fraction(x, (5.0, 5.0), (-5.0, -5.0))

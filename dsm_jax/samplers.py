@@ -1,0 +1,184 @@
+"""MCMC samplers as `lax.scan` loops.
+
+Every sampler takes a score callable `score_fn(x, sigma)` (see `dsm_jax.fields`; sigma is passed as a
+per-example [B] array, or None for an unconditional model), an explicit PRNG key and a start x0 [B, ...],
+and returns (x, aux). aux always has `n_nonfinite` (samples with a NaN/Inf entry) and, when asked for,
+`trajectory`: the chain thinned to every `thin`-th step, shape [n_steps // thin, B, ...].
+
+Step-size conventions (make them explicit, the literature mixes them):
+  * 'paper' (Song & Ermon 2019, Alg. 1; Welling & Teh 2011): x <- x + alpha/2 s(x) + sqrt(alpha) z.
+  * 'code' (the NCSN reference implementation): x <- x + a s(x) + sqrt(2a) z, i.e. the paper's rule
+    with alpha = 2a. NCSN's published image numbers come from this form with a = step_lr (sigma_i/sigma_L)^2,
+    step_lr = 2e-5.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from dsm_jax import fields
+
+Array = jax.Array
+CONVENTIONS = ("paper", "code")
+
+
+def paper_alpha(step: float, convention: str) -> float:
+  """The paper-form alpha for a step size given in `convention`."""
+  if convention == "paper":
+    return step
+  if convention == "code":
+    return 2.0 * step
+  raise ValueError(f"unknown step convention {convention!r}; use one of {CONVENTIONS}")
+
+
+def _full(sigma, x: Array) -> Optional[Array]:
+  if sigma is None:
+    return None
+  return jnp.full(x.shape[:1], sigma, x.dtype)
+
+
+def _nonfinite(x: Array) -> Array:
+  return jnp.sum(~jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=-1))
+
+
+def _run_chain(step_fn, x0, keys: Array, extra: Array, thin: int, pick=lambda c: c):
+  """Scans step_fn(carry, (key, extra_t)) -> (carry, info) over the steps; thin > 0 also keeps
+  pick(carry) at every thin-th step."""
+  n = keys.shape[0]
+  if thin and thin > 0:
+    if n % thin:
+      raise ValueError(f"thin={thin} must divide the number of steps {n}")
+    k2 = keys.reshape((n // thin, thin) + keys.shape[1:])
+    e2 = extra.reshape((n // thin, thin) + extra.shape[1:])
+
+    def outer(x, ke):
+      x, info = jax.lax.scan(step_fn, x, ke)
+      return x, (pick(x), info)
+
+    x, (traj, info) = jax.lax.scan(outer, x0, (k2, e2))
+    info = jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[2:]), info)
+    return x, info, traj
+  x, info = jax.lax.scan(step_fn, x0, (keys, extra))
+  return x, info, None
+
+
+def _finish(x, info, traj, return_traj):
+  aux = {"n_nonfinite": _nonfinite(x)}
+  aux.update(info)
+  if return_traj:
+    aux["trajectory"] = traj
+  return x, aux
+
+
+# ------------------------------------------------------------------------------------- plain Langevin
+def langevin(score_fn, rng: Array, x0: Array, step_size: float, n_steps: int, sigma=None,
+             convention: str = "paper", thin: int = 0) -> tuple[Array, dict]:
+  """Unadjusted Langevin (ULA) with a fixed step: x <- x + alpha/2 s(x) + sqrt(alpha) z."""
+  alpha = paper_alpha(step_size, convention)
+  sig = _full(sigma, x0)
+
+  def step(x, inp):
+    key, _ = inp
+    z = jax.random.normal(key, x.shape, x.dtype)
+    return x + 0.5 * alpha * score_fn(x, sig) + jnp.sqrt(alpha) * z, {}
+
+  keys = jax.random.split(rng, n_steps)
+  x, info, traj = _run_chain(step, x0, keys, jnp.zeros((n_steps,)), thin)
+  return _finish(x, info, traj, thin > 0)
+
+
+# ------------------------------------------------------------------------------------- MALA
+def mala(log_prob_fn, rng: Array, x0: Array, step_size: float, n_steps: int, sigma=None,
+         score_fn=None, thin: int = 0) -> tuple[Array, dict]:
+  """Metropolis-adjusted Langevin (Roberts & Tweedie 1996): the ULA proposal
+  y = x + alpha/2 s(x) + sqrt(alpha) z, accepted with prob. min(1, p(y) q(x|y) / (p(x) q(y|x))).
+  log_prob_fn(x, sigma) -> [B] (unnormalised). score_fn defaults to grad log_prob_fn.
+  aux['accept_rate']: mean acceptance over chains and steps; aux['accept']: per step [n_steps]."""
+  alpha = step_size
+  sig = _full(sigma, x0)
+  if score_fn is None:
+    score_fn = fields.score_from_log_density(log_prob_fn)
+
+  def log_q(to, frm, s_frm):  # log N(to; frm + alpha/2 s(frm), alpha I), up to a constant
+    d = to - frm - 0.5 * alpha * s_frm
+    return -jnp.sum(d.reshape(d.shape[0], -1) ** 2, axis=-1) / (2 * alpha)
+
+  def step(carry, inp):
+    x, lp, s = carry
+    key, _ = inp
+    kz, ku = jax.random.split(key)
+    y = x + 0.5 * alpha * s + jnp.sqrt(alpha) * jax.random.normal(kz, x.shape, x.dtype)
+    lp_y, s_y = log_prob_fn(y, sig), score_fn(y, sig)
+    log_ratio = lp_y + log_q(x, y, s_y) - lp - log_q(y, x, s)
+    accept = jnp.log(jax.random.uniform(ku, lp.shape)) < log_ratio
+    acc = accept.reshape(accept.shape + (1,) * (x.ndim - 1))
+    x, s = jnp.where(acc, y, x), jnp.where(acc, s_y, s)
+    lp = jnp.where(accept, lp_y, lp)
+    return (x, lp, s), {"accept": jnp.mean(accept.astype(jnp.float32))}
+
+  carry0 = (x0, log_prob_fn(x0, sig), score_fn(x0, sig))
+  keys = jax.random.split(rng, n_steps)
+  carry, info, traj = _run_chain(step, carry0, keys, jnp.zeros((n_steps,)), thin, pick=lambda c: c[0])
+  x, aux = _finish(carry[0], info, traj, thin > 0)
+  aux["accept_rate"] = jnp.mean(info["accept"])
+  return x, aux
+
+
+# ------------------------------------------------------------------------------------- annealed Langevin
+def annealed_alphas(ladder: Array, eps: float, convention: str = "paper") -> Array:
+  """NCSN Alg. 1 step sizes alpha_i = eps * sigma_i^2 / sigma_L^2, in the paper form."""
+  ladder = jnp.asarray(ladder)
+  return paper_alpha(eps, convention) * ladder ** 2 / ladder[-1] ** 2
+
+
+def annealed_langevin(score_fn, rng: Array, x0: Array, ladder: Array, eps: float,
+                      n_steps_each: int, convention: str = "paper", final_denoise: bool = False,
+                      return_traj: bool = False) -> tuple[Array, dict]:
+  """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1): for each level i = 1..L, T steps of
+  x <- x + alpha_i/2 s(x, sigma_i) + sqrt(alpha_i) z with alpha_i = eps sigma_i^2 / sigma_L^2.
+  final_denoise adds one Tweedie step x + sigma_L^2 s(x, sigma_L) (NCSNv2).
+  return_traj gives aux['trajectory'] [L, B, ...]: the state at the end of every level."""
+  chex.assert_rank(jnp.asarray(ladder), 1)
+  ladder = jnp.asarray(ladder, x0.dtype)
+  alphas = annealed_alphas(ladder, eps, convention)
+  n_levels = ladder.shape[0]
+  sig_steps = jnp.repeat(ladder, n_steps_each)
+  alpha_steps = jnp.repeat(alphas, n_steps_each)
+
+  def step(x, inp):
+    key, (sig, alpha) = inp[0], inp[1]
+    z = jax.random.normal(key, x.shape, x.dtype)
+    return x + 0.5 * alpha * score_fn(x, _full(sig, x)) + jnp.sqrt(alpha) * z, {}
+
+  keys = jax.random.split(rng, n_levels * n_steps_each)
+
+  extra = jnp.stack([sig_steps, alpha_steps], axis=-1)  # [n, 2]: (sigma_t, alpha_t)
+  x, info, traj = _run_chain(step, x0, keys, extra, n_steps_each if return_traj else 0)
+  if final_denoise:
+    x = fields.tweedie_denoise(score_fn, x, _full(ladder[-1], x))
+  return _finish(x, info, traj, return_traj)
+
+
+# ------------------------------------------------------------------------------------- tempered Langevin
+def tempered_langevin(score_fn, rng: Array, x0: Array, eps: float, temperatures, sigma=None,
+                      final_denoise_sigma: Optional[float] = None, thin: int = 0) -> tuple[Array, dict]:
+  """Temperature-annealed Langevin for energies (Li, Chen & Sommer 2019, Sec. 4.2):
+      x <- x + eps^2/2 s(x) + eps sqrt(T_t) z      (= x - eps^2/2 grad E(x) + eps sqrt(T_t) z),
+  then, if final_denoise_sigma is given, one denoising step x + sigma0^2 s(x) (= x - sigma0^2 grad E)."""
+  temps = jnp.asarray(temperatures, x0.dtype)
+  chex.assert_rank(temps, 1)
+  sig = _full(sigma, x0)
+
+  def step(x, inp):
+    key, t = inp
+    z = jax.random.normal(key, x.shape, x.dtype)
+    return x + 0.5 * eps ** 2 * score_fn(x, sig) + eps * jnp.sqrt(t) * z, {}
+
+  keys = jax.random.split(rng, temps.shape[0])
+  x, info, traj = _run_chain(step, x0, keys, temps, thin)
+  if final_denoise_sigma is not None:
+    x = x + final_denoise_sigma ** 2 * score_fn(x, sig)
+  return _finish(x, info, traj, thin > 0)
