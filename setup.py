@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["dsm_jax", "dsm_jax.*", "experiments", "experiments.*"]),
+    packages=find_packages(include=["dsm_jax", "dsm_jax.*", "experiments", "experiments.*", "configs", "configs.*"]),
     install_requires=[
         "jax>=0.4.35",
         "jaxlib>=0.4.35",

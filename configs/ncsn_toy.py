@@ -22,18 +22,20 @@ def get_config():
   m.anneal_power = 2.0  # lambda(sigma) = sigma^2 (paper Sec. 4.2)
 
   t = config.training
-  t.n_iters = 10000
-  t.batch_size = 128
+  t.n_iters = 40000          # ~1.5 min on 2 CPU cores; the score error keeps falling until ~40k
+  t.batch_size = 512
   t.lr = 1e-3
-  t.log_every = 200
-  t.ckpt_every = 2000
-  t.steps_per_call = 200
+  t.schedule = "cosine"
+  t.ema_rate = 0.999         # sample with the EMA of the parameters
+  t.log_every = 500
+  t.ckpt_every = 5000
+  t.steps_per_call = 500
 
   s = config.sampling
   s.method = "annealed_langevin"
   s.score = "model"            # model | analytic (exact score of the smoothed mixture, no network)
   s.analytic_form = "convolved"  # convolved: std sqrt(1+sigma^2) | reference: std sigma (NCSN toy runner)
-  s.n_samples = 5000
+  s.n_samples = 20000         # the weight's sd over sampler seeds is ~0.008 at 5,000, ~0.004 here
   s.init_range = (-8.0, 8.0)   # paper: start uniform on [-8, 8]^2
   s.eps = 0.1                  # paper Sec. 3.2: eps = 0.1, T = 100 per level
   s.n_steps_each = 100

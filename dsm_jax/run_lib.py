@@ -53,10 +53,7 @@ def check_workdir(workdir: str) -> None:
 def prepare(config, workdir: str):
   """Every check that can fail before compute: config, data, method, workdir."""
   validate_common(config)
-  try:
-    dataset = data_lib.get_dataset(config.data)
-  except data_lib.pipeline.DataError:
-    raise
+  dataset = data_lib.get_dataset(config.data, config.seed)
   method = methods.build(config, dataset)
   train.validate_training(config)
   check_workdir(workdir)

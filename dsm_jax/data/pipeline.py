@@ -1,14 +1,21 @@
-"""Dataset dispatch from a config's `data` section."""
+"""Dataset dispatch from a config's `data` section.
+
+Two kinds of dataset, one protocol for the trainer:
+  * synthetic (toy 2-D): `sample(key, n)` is called inside the compiled train step;
+  * arrays (images): `host_batches(steps, batch_size)` returns the batches of those steps, a pure
+    function of (seed, step), so a resumed run sees exactly the data an uninterrupted one would.
+Both have `shape` (one example) and `name`.
+"""
 from __future__ import annotations
 
 from dsm_jax.data import toy
 
 
 class DataError(ValueError):
-  """A dataset that cannot be loaded; the message names the fix."""
+  """A dataset that cannot be loaded; the message is one line that names the fix."""
 
 
-def get_dataset(data_config):
+def get_dataset(data_config, seed: int = 0):
   name = data_config.dataset
   if name in toy.TOY_DATASETS:
     return toy.get_toy(name)

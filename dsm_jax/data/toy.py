@@ -83,7 +83,9 @@ class GaussianMixture:
     (computed without the score, so it checks Tweedie independently)."""
     _, mu, std = self._arrays()
     resp = jax.nn.softmax(self._log_joint(x_noisy, sigma, "convolved"), axis=-1)  # [B, K]
-    shrink = (std ** 2 / (std ** 2 + sigma ** 2))[None, :, None]
+    sig2 = jnp.asarray(sigma, jnp.float32) ** 2
+    sig2 = sig2[:, None, None] if sig2.ndim == 1 else sig2  # per-example sigma [B] -> [B, 1, 1]
+    shrink = std[None, :, None] ** 2 / (std[None, :, None] ** 2 + sig2)  # [B or 1, K, 1]
     comp_mean = mu[None] + shrink * (x_noisy[:, None, :] - mu[None])
     return jnp.sum(resp[..., None] * comp_mean, axis=1)
 
