@@ -10,6 +10,14 @@ def get_default_config():
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = "mixture"
+  # Image datasets (dsm_jax/data/images.py); toy datasets ignore these.
+  data.data_dir = ""           # tfds data_dir; '': tfds's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+  data.image_size = 0          # 0: native (celeb_a: 32, as NCSN)
+  data.scale = "01"            # 01: [0, 1] (NCSN) | -11: [-1, 1]
+  data.random_flip = False     # random horizontal flips
+  data.dequantize = False      # uniform dequantization (x * 255 + u) / 256 (digits: (v + u) / 17)
+  data.pad_to = 0              # 0 | 32: pad 28x28 images to 32x32 with the background (MDSM's Fashion-MNIST)
+  data.centre_crop = 0         # 0: none (celeb_a: 140, as NCSN); else centre crop before resizing
 
   config.model = ml_collections.ConfigDict()
 

@@ -126,7 +126,7 @@ def default_train_step(loss_fn: Callable, optimizer, ema_rate: float, nan_policy
         "n_skipped": state["n_skipped"] + (~finite).astype(jnp.int32),
     }
     metrics = {"loss": loss, "nonfinite": (~finite).astype(jnp.float32),
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     metrics.update({k: v for k, v in aux.items() if k != "per_example"})
     return new_state, metrics
 

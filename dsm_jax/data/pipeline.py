@@ -16,7 +16,12 @@ class DataError(ValueError):
 
 
 def get_dataset(data_config, seed: int = 0):
+  """A toy dataset (`sample`) or an `images.ImageDataset` (`host_batches`) from config.data."""
   name = data_config.dataset
   if name in toy.TOY_DATASETS:
     return toy.get_toy(name)
-  raise DataError(f"config.data.dataset: unknown dataset {name!r}; toy datasets: {sorted(toy.TOY_DATASETS)}")
+  from dsm_jax.data import images  # imported here: images imports DataError from this module
+  if name in images.IMAGE_DATASETS:
+    return images.ImageDataset(data_config, seed)
+  raise DataError(f"config.data.dataset: unknown dataset {name!r}; toy datasets: {sorted(toy.TOY_DATASETS)}; "
+                  f"image datasets: {list(images.IMAGE_DATASETS)} (offline, no download: mnist5k, digits)")

@@ -58,7 +58,8 @@ def build(config, dataset) -> Method:
   def loss_fn(params, key, batch):
     score_fn = lambda x, sig: net.apply(params, x, sig)
     loss, aux = losses.ncsn(score_fn, key, batch, ladder, config.model.anneal_power)  # eqs. 5-6
-    return loss, {"level_loss_sum": aux["level_loss_sum"], "level_count": aux["level_count"]}
+    # logged as the pooled per-level mean `level_loss_<i>` (see train.reduce_metrics)
+    return loss, {"level_loss_sum": aux["level_loss_sum"], "level_loss_count": aux["level_count"]}
 
   def score_of(params):
     if s_cfg.score == "analytic":
