@@ -66,16 +66,6 @@ class Geometry:
   size: int      # 0: keep, else bilinear resize to size x size
   pad: int       # 0: none, else pad (28x28) to pad x pad with 0
 
-  def out_shape(self, native):
-    h, w, c = native
-    if self.crop:
-      h = w = self.crop
-    if self.size:
-      h = w = self.size
-    if self.pad:
-      h = w = self.pad
-    return (h, w, c)
-
 
 def _cfg(data_config, key, default):
   try:

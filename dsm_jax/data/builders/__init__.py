@@ -7,7 +7,7 @@ preparation writes `array_record`, which `tfds.data_source` reads back without T
 | name    | images            | pixel values | train / test                               |
 |---------|-------------------|--------------|--------------------------------------------|
 | mnist5k | 5,000 real MNIST  | 0..255       | 4,000 / 1,000: the first 400 / last 100 of each digit |
-| digits  | 1,797 UCI digits  | 0..16        | 1,437 / 360: the first ~80% / last ~20% of each digit |
+| digits  | 1,797 UCI digits  | 0..16        | 1,438 / 359: the first round(0.8 n) of each digit / the rest |
 
 `prepare(name, data_dir)` builds one on first use (a no-op once prepared) and returns the builder.
 """
