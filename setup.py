@@ -20,6 +20,7 @@ setup(
         "importlib_resources",  # tfds 4.9.10 imports it without declaring it
         "array_record",
         "numpy>=1.26",
+        "scipy",
         "tqdm",
         "matplotlib",
         "absl-py",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import time
 from typing import Any, Optional
 
 import jax
@@ -49,8 +51,9 @@ class Checkpointer:
   def restore_latest(self, target: Any, check_meta=None) -> Optional[tuple[int, Any, dict]]:
     """Restores the newest usable checkpoint into the structure of `target`.
 
-    A damaged checkpoint (missing or truncated files) is reported and the previous one tried; if every
-    checkpoint is damaged this raises rather than silently starting over. `check_meta(meta)` may raise
+    A damaged checkpoint (missing or truncated files) is reported and the previous one tried (the
+    damaged one is moved to DIR/checkpoints.damaged/); if every checkpoint is damaged this raises rather
+    than silently starting over. `check_meta(meta)` may raise
     CheckpointError for an incompatible config, which is never papered over by a fallback."""
     steps = self.steps()
     if not steps:
@@ -73,11 +76,27 @@ class Checkpointer:
         logging.warning("checkpoint %s/%d is damaged (%s: %s); trying the previous one",
                         self.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
         continue
+      self._set_aside([s for s, _ in damaged])
       return step, state, meta
     names = ", ".join(str(s) for s, _ in damaged)
     raise CheckpointError(
         f"every checkpoint in {self.directory} is damaged (steps {names}); move the directory away to "
         "start over")
+
+  def _set_aside(self, steps) -> None:
+    """Moves damaged checkpoints to DIR/checkpoints.damaged/ (kept for inspection, out of the way of
+    the steps the resumed run will save again)."""
+    if not steps:
+      return
+    aside = self.directory + ".damaged"
+    os.makedirs(aside, exist_ok=True)
+    for step in steps:
+      src = os.path.join(self.directory, str(step))
+      dst = os.path.join(aside, f"{step}.{int(time.time())}")
+      if os.path.exists(src):
+        shutil.move(src, dst)
+        logging.warning("moved damaged checkpoint %s to %s", src, dst)
+    self.manager.reload()
 
   def close(self):
     self.manager.close()

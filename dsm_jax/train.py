@@ -47,7 +47,8 @@ def validate_training(config) -> None:
   one_of(config, "training.optimizer", ("adam", "adamw", "sgd"))
   one_of(config, "training.schedule", ("constant", "cosine"))
   one_of(config, "training.nan_policy", ("stop", "skip"))
-  require(0.0 <= t.ema_rate < 1.0, "training.ema_rate", f"must be in [0, 1), got {t.ema_rate!r}")
+  positive(config, "training.ema_rate", allow_zero=True)
+  require(t.ema_rate < 1.0, "training.ema_rate", f"must be in [0, 1), got {t.ema_rate!r}")
   n_dev = num_devices(config)
   require(t.batch_size % n_dev == 0, "training.batch_size",
           f"{t.batch_size} is not divisible by the {n_dev} devices in use; use a multiple of {n_dev} "

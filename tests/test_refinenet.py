@@ -16,31 +16,87 @@ LADDER = tuple(float(s) for s in sigmas_lib.geometric(1.0, 0.01, 10))
 NGF = 8
 
 
-def _init_apply(model, x, sigma, seed=0):
-  params = model.init(jax.random.PRNGKey(seed), x, sigma)
-  return params, model.apply(params, x, sigma)
-
-
 def _count(tree) -> int:
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
+def _fast_init(model, x, sigma, seed=0):
+  """model.init's parameter tree, filled by numpy with the module's initial distributions.
+
+  Flax's init draws ~170 separate threefry streams whose XLA compilation takes ~30 s on this CPU,
+  so the network-level tests use this; the initialisers themselves are tested on their own below."""
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x, sigma)
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if "embed" in name:
+      n, c = leaf.shape[0], leaf.shape[1] // 3
+      v = np.concatenate([1.0 + 0.02 * rng.standard_normal((n, 2 * c)), np.zeros((n, c))], axis=-1)
+    elif "kernel" in name:
+      bound = 1.0 / np.sqrt(np.prod(leaf.shape[:-1]))
+      v = rng.uniform(-bound, bound, leaf.shape)
+    else:
+      v = np.zeros(leaf.shape)
+    return jnp.asarray(v, leaf.dtype)
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+_NETS = {}
+
+
+def _net(size, channels):
+  """(model, params, x [4, size, size, channels], sigma [4], jitted apply), built once per module.
+
+  One jitted apply per network, so that tests with the same shapes share its compilation."""
+  if (size, channels) not in _NETS:
+    model = CondRefineNet(LADDER, ngf=NGF, num_channels=channels, image_size=size)
+    x = jax.random.uniform(jax.random.PRNGKey(size), (4, size, size, channels))
+    sigma = jnp.asarray(LADDER)[np.array([0, 3, 9, 3])]
+    _NETS[size, channels] = (model, _fast_init(model, x, sigma), x, sigma, jax.jit(model.apply))
+  return _NETS[size, channels]
+
+
+@pytest.fixture(params=[(28, 1), (32, 3), (64, 3)], ids=["28x28x1", "32x32x3", "64x64x3"])
+def net(request):
+  return _net(*request.param)
+
+
 # --------------------------------------------------------------------------------------------- shapes
-@pytest.mark.parametrize("size,channels", [(28, 1), (32, 3), (64, 3)])
-def test_output_shape_matches_input(size, channels):
-  model = CondRefineNet(LADDER, ngf=NGF, num_channels=channels, image_size=size)
-  x = jax.random.uniform(jax.random.PRNGKey(1), (2, size, size, channels))
-  sigma = jnp.asarray([LADDER[0], LADDER[-1]])
-  _, out = jax.jit(_init_apply, static_argnums=0)(model, x, sigma)
+def test_output_shape_matches_input(net):
+  model, params, x, sigma, apply = net
+  out = apply(params, x, sigma)
   assert out.shape == x.shape
   assert out.dtype == x.dtype
   assert np.all(np.isfinite(np.asarray(out)))
+
+
+def test_feature_map_resolutions(net):
+  """Stage outputs: 28/32 -> H, H/2, H/2, H/2 (2ngf from stage 2); 64 -> H, H/2, H/4, H/4, H/4."""
+  model, params, x, sigma, _ = net
+  _, state = jax.eval_shape(lambda p: model.apply(p, x, sigma, capture_intermediates=True), params)
+  inter = state["intermediates"]
+  h, g = model.image_size, NGF
+  if h == 64:
+    expected = [(h, g), (h // 2, 2 * g), (h // 4, 2 * g), (h // 4, 4 * g), (h // 4, 4 * g)]
+  else:
+    expected = [(h, g), (h // 2, 2 * g), (h // 2, 2 * g), (h // 2, 2 * g)]
+  got = []
+  for k in range(1, len(expected) + 1):
+    shape = inter[f"res{k}_1"]["__call__"][0].shape
+    got.append((shape[1], shape[3]))
+  assert got == expected
+  assert f"res{len(expected) + 1}_0" not in inter
+  for k in range(1, len(expected) + 1):  # refine block k works at the resolution of stage L+1-k
+    assert inter[f"refine{k}"]["__call__"][0].shape[1] == expected[len(expected) - k][0]
 
 
 def test_bad_input_shape_raises():
   model = CondRefineNet(LADDER, ngf=NGF, num_channels=1, image_size=28)
   with pytest.raises(ValueError, match="28"):
     jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)), jnp.ones((1,)))
+  with pytest.raises(ValueError, match="channels"):
+    jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 3)), jnp.ones((1,)))
   with pytest.raises(ValueError, match="image sizes"):
     model = CondRefineNet(LADDER, ngf=NGF, num_channels=1, image_size=48)
     jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 48, 48, 1)), jnp.ones((1,)))
@@ -59,50 +115,49 @@ def test_sigma_to_index_nearest_in_log():
   np.testing.assert_array_equal(idx, [0, 9])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def small_net():
-  model = CondRefineNet(LADDER, ngf=NGF, num_channels=1, image_size=28)
-  x1 = jax.random.uniform(jax.random.PRNGKey(2), (1, 28, 28, 1))
-  params = model.init(jax.random.PRNGKey(0), x1, jnp.ones((1,)))
-  return model, params, x1, jax.jit(model.apply)
+  model, params, x, _, apply = _net(28, 1)
+  return model, params, x, apply
 
 
 def test_conditioning_on_level(small_net):
-  model, params, x1, apply = small_net
+  model, params, x, apply = small_net
   levels = np.array([0, 3, 9, 3])
-  x = jnp.repeat(x1, 4, axis=0)
-  out = np.asarray(apply(params, x, jnp.asarray(LADDER)[levels]))
+  x_same = jnp.repeat(x[:1], 4, axis=0)
+  out = np.asarray(apply(params, x_same, jnp.asarray(LADDER)[levels]))
   # same image, different levels -> different scores; same level -> same score
-  assert not np.allclose(out[0], out[1], atol=1e-5)
-  assert not np.allclose(out[1], out[2], atol=1e-5)
-  np.testing.assert_allclose(out[1], out[3], atol=1e-6)
-  # each example only sees its own level (instance norm: no mixing across the batch)
-  for i, lev in enumerate(levels[:3]):
-    single = np.asarray(apply(params, x1, jnp.asarray([LADDER[lev]])))
-    np.testing.assert_allclose(out[i], single[0], atol=1e-5)
+  assert np.abs(out[0] - out[1]).max() > 1e-3
+  assert np.abs(out[1] - out[2]).max() > 1e-3
+  np.testing.assert_allclose(out[1], out[3], atol=1e-5)
+  # each example only sees its own image and level (instance norm: no mixing across the batch)
+  perm = np.array([2, 0, 3, 1])
+  sig = jnp.asarray(LADDER)[levels]
+  base = np.asarray(apply(params, x, sig))
+  np.testing.assert_allclose(np.asarray(apply(params, x[perm], sig[perm])), base[perm], atol=1e-5)
+  other = np.asarray(apply(params, x.at[1:].set(0.5), sig))
+  np.testing.assert_allclose(other[0], base[0], atol=1e-5)
   # a sigma near a level gives that level's output (the index is snapped, scale_by_sigma=False)
-  near = np.asarray(apply(params, x[:3], jnp.asarray(LADDER)[levels[:3]] * 1.05))
-  np.testing.assert_allclose(near, out[:3], atol=1e-6)
+  np.testing.assert_allclose(np.asarray(apply(params, x, sig * 1.05)), base, atol=1e-5)
 
 
 def test_scale_by_sigma_divides(small_net):
-  model, params, x1, apply = small_net
+  model, params, x, apply = small_net
   scaled = CondRefineNet(LADDER, ngf=NGF, num_channels=1, image_size=28, scale_by_sigma=True)
-  sigma = jnp.asarray([LADDER[4]])
-  np.testing.assert_allclose(scaled.apply(params, x1, sigma), apply(params, x1, sigma) / LADDER[4],
-                             rtol=1e-5, atol=1e-6)
+  sigma = jnp.asarray(LADDER)[np.array([0, 4, 6, 9])]
+  np.testing.assert_allclose(jax.jit(scaled.apply)(params, x, sigma),
+                             apply(params, x, sigma) / sigma[:, None, None, None], rtol=1e-4, atol=1e-6)
 
 
 def test_level_embeddings_matter(small_net):
-  """Overwriting one level's norm parameters changes that level's output only."""
-  model, params, x1, apply = small_net
+  """Overwriting one level's norm parameters changes that level's outputs only."""
+  model, params, x, apply = small_net
   new = jax.tree_util.tree_map_with_path(
       lambda p, v: v.at[5].set(jnp.zeros_like(v[5]).at[: v.shape[1] // 3].set(2.0))
       if "embed" in jax.tree_util.keystr(p) else v, params)
-  for lev, changed in [(5, True), (6, False)]:
-    a = np.asarray(apply(params, x1, jnp.asarray([LADDER[lev]])))
-    b = np.asarray(apply(new, x1, jnp.asarray([LADDER[lev]])))
-    assert np.allclose(a, b, atol=1e-6) != changed
+  sigma = jnp.asarray(LADDER)[np.array([5, 6, 5, 0])]
+  a, b = np.asarray(apply(params, x, sigma)), np.asarray(apply(new, x, sigma))
+  assert [np.abs(a[i] - b[i]).max() < 1e-5 for i in range(4)] == [False, True, False, True]
 
 
 # ------------------------------------------------------------------------------------ CondInstanceNorm++
@@ -171,27 +226,32 @@ class JitTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_jit_matches_eager(self):
-    model = CondRefineNet(LADDER, ngf=NGF, num_channels=3, image_size=32)
-    x = jax.random.uniform(jax.random.PRNGKey(3), (2, 32, 32, 3))
-    sigma = jnp.asarray([LADDER[1], LADDER[7]])
-    params = jax.jit(model.init)(jax.random.PRNGKey(0), x, sigma)
-    out = self.variant(model.apply)(params, x, sigma)
-    ref = jax.jit(model.apply)(params, x, sigma)
+    model, params, x, sigma, apply = _net(32, 3)
+    out = self.variant(model.apply)(params, x[:2], sigma[:2])
+    ref = apply(params, x, sigma)[:2]
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_bfloat16_close_to_float32(small_net):
-  model, params, x1, apply = small_net
-  x = jnp.concatenate([x1, jax.random.uniform(jax.random.PRNGKey(5), x1.shape)])
-  sigma = jnp.asarray([LADDER[0], LADDER[8]])
+  model, params, x, apply = small_net
+  sigma = jnp.asarray(LADDER)[np.array([0, 3, 6, 9])]
   bf = CondRefineNet(LADDER, ngf=NGF, num_channels=1, image_size=28, dtype=jnp.bfloat16)
   out_bf = np.asarray(jax.jit(bf.apply)(params, x, sigma))
   out32 = np.asarray(apply(params, x, sigma))
   assert out_bf.dtype == np.float32 and np.all(np.isfinite(out_bf))
-  assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda v: v.dtype == jnp.float32,
-                                                       bf.init(jax.random.PRNGKey(0), x, sigma)))
   rel = np.linalg.norm(out_bf - out32) / np.linalg.norm(out32)
   assert rel < 0.1, rel
+  # parameters stay float32 under a bf16 compute dtype
+  shapes = jax.eval_shape(bf.init, jax.random.PRNGKey(0), x, sigma)
+  assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(shapes)} == {jnp.dtype(jnp.float32)}
+
+
+def test_initialisers():
+  """Conv kernels: PyTorch's default fan-in uniform scale; CondInstanceNorm++ as tested below."""
+  from dsm_jax.models.refinenet import conv_init
+  k = np.asarray(conv_init(jax.random.PRNGKey(0), (3, 3, 64, 64)))
+  bound = 1.0 / np.sqrt(9 * 64)
+  assert np.abs(k).max() <= bound and np.abs(k).max() > 0.95 * bound
 
 
 # -------------------------------------------------------------------------------- parameter counts

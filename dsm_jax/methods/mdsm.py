@@ -14,26 +14,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsm_jax import evaluation, fields, losses, samplers, sigmas, viz
+from dsm_jax import evaluation, fields, losses, metrics, samplers, sigmas, viz
 from dsm_jax.methods.base import Method
-from dsm_jax.methods.score_matching import temperatures_from_config
+from dsm_jax.methods.score_matching import temperatures_from_config, validate_temperatures
 from dsm_jax.models import get_model
-from dsm_jax.validation import one_of, positive, require
+from dsm_jax.validation import interval, one_of, positive, require
 
 
 def validate(config) -> None:
   m = config.model
   positive(config, "model.sigma0")
   positive(config, "model.sigma_min")
+  positive(config, "model.sigma_max")
+  positive(config, "model.weight_power", allow_zero=True)
   require(m.sigma_max > m.sigma_min, "model.sigma_max",
           f"must exceed model.sigma_min ({m.sigma_min}), got {m.sigma_max}")
   one_of(config, "model.sigma_dist", ("uniform", "log_uniform", "batch_linear"))
   one_of(config, "sampling.method", ("tempered_langevin",))
   positive(config, "sampling.n_samples", integer=True)
   positive(config, "sampling.eps")
-  s = config.sampling
-  require(len(s.init_range) == 2 and s.init_range[0] < s.init_range[1], "sampling.init_range",
-          f"must be (low, high) with low < high, got {tuple(s.init_range)}")
+  validate_temperatures(config)
+  interval(config, "sampling.init_range")
 
 
 def draw_sigmas(key, n: int, m) -> jnp.ndarray:
@@ -82,7 +83,15 @@ def build(config, dataset) -> Method:
     k1, k2 = jax.random.split(key)
     score = fields.score_from_energy(energy_of(params))
     if getattr(dataset, "has_density", False):
+      # against the score of p_sigma0 (comparable with dsm/esm/ssm), and against the MDSM loss's own
+      # minimiser (how well the network solved its objective); their gap is MDSM's pooling bias
       out["score_rel_mse"] = evaluation.score_error(score, dataset, k1, sigma0)
+      x = evaluation.noisy_data(dataset, k1, 5000, sigma0)
+      opt = evaluation.mdsm_optimal_score(dataset, x, sigma0, m.sigma_min, m.sigma_max, m.sigma_dist,
+                                          m.weight_power)
+      pred = jax.jit(score)(x, jnp.full((x.shape[0],), sigma0))
+      out["score_rel_mse_to_optimum"] = metrics.score_rel_mse(pred, opt)
+      out["optimum_rel_mse_to_sigma0_score"] = metrics.score_rel_mse(opt, dataset.score(x, sigma0))
     out["mmd"] = evaluation.mmd_to_data(samples["x"], dataset, k2, 0.0 if s_cfg.final_denoise else sigma0)
     if config.data.dataset == "mixture":
       from dsm_jax.data.toy import nearer_fraction

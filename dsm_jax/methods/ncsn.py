@@ -18,12 +18,13 @@ import numpy as np
 from dsm_jax import evaluation, losses, samplers, sigmas, viz
 from dsm_jax.methods.base import Method
 from dsm_jax.models import get_model
-from dsm_jax.validation import ConfigError, one_of, positive, require
+from dsm_jax.validation import ConfigError, interval, one_of, positive, require
 
 
 def ladder_from_config(config) -> jnp.ndarray:
   m = config.model
-  require(m.sigma_min > 0, "model.sigma_min", f"must be > 0, got {m.sigma_min}")
+  positive(config, "model.sigma_min")
+  positive(config, "model.sigma_max")
   require(m.sigma_max > m.sigma_min, "model.sigma_max",
           f"must exceed model.sigma_min ({m.sigma_min}), got {m.sigma_max}")
   positive(config, "model.num_scales", integer=True)
@@ -33,7 +34,6 @@ def ladder_from_config(config) -> jnp.ndarray:
 
 def validate(config) -> None:
   ladder_from_config(config)
-  s = config.sampling
   one_of(config, "sampling.method", ("annealed_langevin",))
   one_of(config, "sampling.convention", samplers.CONVENTIONS)
   one_of(config, "sampling.score", ("model", "analytic"))
@@ -41,8 +41,9 @@ def validate(config) -> None:
   positive(config, "sampling.eps")
   positive(config, "sampling.n_steps_each", integer=True)
   positive(config, "sampling.langevin_eps")
-  require(len(s.init_range) == 2 and s.init_range[0] < s.init_range[1], "sampling.init_range",
-          f"must be (low, high) with low < high, got {tuple(s.init_range)}")
+  positive(config, "sampling.langevin_steps", integer=True, allow_zero=True)
+  positive(config, "model.anneal_power", allow_zero=True)
+  interval(config, "sampling.init_range")
 
 
 def build(config, dataset) -> Method:

@@ -17,7 +17,7 @@ import numpy as np
 from dsm_jax import evaluation, losses, samplers, sigmas, viz
 from dsm_jax.methods.base import Method
 from dsm_jax.models import get_model
-from dsm_jax.validation import one_of, positive, require
+from dsm_jax.validation import interval, one_of, positive, require
 
 OBJECTIVES = ("dsm", "esm", "ssm")
 
@@ -27,12 +27,20 @@ def validate(config) -> None:
   one_of(config, "sampling.method", ("tempered_langevin",))
   positive(config, "sampling.n_samples", integer=True)
   positive(config, "sampling.eps")
-  positive(config, "sampling.t_start")
-  s = config.sampling
-  require(len(s.init_range) == 2 and s.init_range[0] < s.init_range[1], "sampling.init_range",
-          f"must be (low, high) with low < high, got {tuple(s.init_range)}")
+  validate_temperatures(config)
+  interval(config, "sampling.init_range")
   if config.method == "ssm":
     positive(config, "model.n_projections", integer=True)
+
+
+def validate_temperatures(config) -> None:
+  positive(config, "sampling.t_start")
+  for k in ("n_flat", "n_decay", "n_cool"):
+    positive(config, f"sampling.{k}", integer=True, allow_zero=True)
+  positive(config, "sampling.t_end", allow_zero=True)
+  one_of(config, "sampling.decay", ("geometric", "linear"))
+  s = config.sampling
+  require(s.n_flat + s.n_decay + s.n_cool > 0, "sampling.n_decay", "the temperature schedule has no steps")
 
 
 def temperatures_from_config(s) -> np.ndarray:

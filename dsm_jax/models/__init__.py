@@ -21,6 +21,9 @@ def get_model(model_config, data_shape, conditional: bool = True):
   name = model_config.name
   if name in ("score_mlp", "energy_mlp"):
     _check_hidden(model_config)
+    from dsm_jax.models.mlp import ACTIVATIONS
+    if model_config.act not in ACTIVATIONS:
+      raise ConfigError("model.act", f"unknown activation {model_config.act!r}; choose from {sorted(ACTIVATIONS)}")
   if name == "score_mlp":
     if len(data_shape) != 1:
       raise ConfigError("model.name", f"score_mlp takes flat vectors, the data has shape {data_shape}")
