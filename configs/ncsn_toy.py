@@ -35,6 +35,8 @@ def get_config():
   s.method = "annealed_langevin"
   s.score = "model"            # model | analytic (exact score of the smoothed mixture, no network)
   s.analytic_form = "convolved"  # convolved: std sqrt(1+sigma^2) | reference: std sigma (NCSN toy runner)
+  s.batch_size = 0             # 0: all samples in one batch
+  s.langevin_compare = True    # also sample plain Langevin at sigma_L (samples/langevin.npz)
   s.n_samples = 20000         # the weight's sd over sampler seeds is ~0.008 at 5,000, ~0.004 here
   s.init_range = (-8.0, 8.0)   # paper: start uniform on [-8, 8]^2
   s.eps = 0.1                  # paper Sec. 3.2: eps = 0.1, T = 100 per level

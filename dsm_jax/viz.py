@@ -74,3 +74,27 @@ def trajectory_2d(path: str, traj: np.ndarray, titles, lim: float = 10.0, max_po
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def image_grid(path: str, images: np.ndarray, nrow: int = 0, pad: int = 2) -> str:
+  """Saves images [N, H, W, C] in [0, 1] as one PNG grid (nrow per row; 0 = square-ish)."""
+  images = np.clip(np.nan_to_num(np.asarray(images, np.float32)), 0.0, 1.0)
+  n, h, w, c = images.shape
+  nrow = nrow or int(np.ceil(np.sqrt(n)))
+  ncol = int(np.ceil(n / nrow))
+  grid = np.ones((ncol * (h + pad) + pad, nrow * (w + pad) + pad, c), np.float32)
+  for i in range(n):
+    r, q = divmod(i, nrow)
+    grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = images[i]
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  plt.imsave(path, grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None, vmin=0.0, vmax=1.0)
+  return path
+
+
+def trajectory_strip(path: str, traj: np.ndarray, n_show: int = 8) -> str:
+  """NCSN's intermediate-samples figure: traj [S, N, H, W, C] in [0, 1] (S stages, e.g. the end of
+  every noise level) -> one row per sample (the first n_show), one column per stage."""
+  traj = np.asarray(traj)[:, :n_show]
+  s, n = traj.shape[:2]
+  rows = np.transpose(traj, (1, 0, 2, 3, 4)).reshape((n * s,) + traj.shape[2:])
+  return image_grid(path, rows, nrow=s)

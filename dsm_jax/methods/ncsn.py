@@ -38,6 +38,7 @@ def validate(config) -> None:
   one_of(config, "sampling.convention", samplers.CONVENTIONS)
   one_of(config, "sampling.score", ("model", "analytic"))
   positive(config, "sampling.n_samples", integer=True)
+  positive(config, "sampling.batch_size", integer=True, allow_zero=True)
   positive(config, "sampling.eps")
   positive(config, "sampling.n_steps_each", integer=True)
   positive(config, "sampling.langevin_eps")
@@ -50,8 +51,11 @@ def build(config, dataset) -> Method:
   validate(config)
   ladder = ladder_from_config(config)
   shape = tuple(dataset.shape)
+  images = len(shape) == 3
   net = get_model(config.model, shape, conditional=True)
   s_cfg = config.sampling
+  n_batch = s_cfg.get("batch_size", 0) or s_cfg.n_samples
+  n_traj = 8 if images else 2000  # chains kept in the trajectory (strip rows / scatter points)
 
   def init_params(key):
     return net.init(key, jnp.zeros((1,) + shape), jnp.ones((1,)))
@@ -70,36 +74,54 @@ def build(config, dataset) -> Method:
       return lambda x, sig: dataset.score(x, sig, s_cfg.analytic_form)
     return lambda x, sig: net.apply(params, x, sig)
 
-  def _draw(score_fn, key):
+  def _draw(score_fn, key, n, compare):
     k0, ka, kl = jax.random.split(key, 3)
     lo, hi = s_cfg.init_range
-    x0 = jax.random.uniform(k0, (s_cfg.n_samples,) + shape, minval=lo, maxval=hi)
+    x0 = jax.random.uniform(k0, (n,) + shape, minval=lo, maxval=hi)  # Alg. 1: x_0 ~ U
     xa, aux_a = samplers.annealed_langevin(  # Alg. 1
         score_fn, ka, x0, ladder, s_cfg.eps, s_cfg.n_steps_each, convention=s_cfg.convention,
         final_denoise=s_cfg.final_denoise, return_traj=True)
-    n_plain = s_cfg.langevin_steps or int(ladder.shape[0]) * s_cfg.n_steps_each  # same # of score evals
-    xl, _ = samplers.langevin(score_fn, kl, x0, s_cfg.langevin_eps, n_plain, sigma=ladder[-1],
-                              convention=s_cfg.convention)
-    return xa, xl, aux_a["trajectory"]
+    out = {"x": xa, "trajectory": aux_a["trajectory"][:, :n_traj]}
+    if compare:  # plain Langevin at sigma_L with the same number of score evaluations (Sec. 3.2)
+      n_plain = s_cfg.langevin_steps or int(ladder.shape[0]) * s_cfg.n_steps_each
+      out["langevin"], _ = samplers.langevin(score_fn, kl, x0, s_cfg.langevin_eps, n_plain,
+                                             sigma=ladder[-1], convention=s_cfg.convention)
+    return out
 
-  draw = jax.jit(_draw, static_argnums=0)
+  draw = jax.jit(_draw, static_argnums=(0, 2, 3))
+
+  def draw_all(score_fn, key):
+    """n_samples in batches of sampling.batch_size; the trajectory comes from the first batch."""
+    outs = []
+    for i, start in enumerate(range(0, s_cfg.n_samples, n_batch)):
+      n = min(n_batch, s_cfg.n_samples - start)
+      outs.append(jax.device_get(draw(score_fn, jax.random.fold_in(key, i), n, s_cfg.langevin_compare)))
+    res = {k: np.concatenate([o[k] for o in outs]) for k in outs[0] if k != "trajectory"}
+    res["trajectory"] = outs[0]["trajectory"]
+    return res
 
   def sample(params, key):
-    xa, xl, traj = draw(score_of(params), key)
-    return {"x": np.asarray(xa), "langevin": np.asarray(xl), "trajectory": np.asarray(traj)}
+    out = draw_all(score_of(params), key)
+    if images:  # samples.npz holds x in [0, 1], NHWC
+      out = {k: dataset.to_unit(v) for k, v in out.items()}
+    return out
 
   def evaluate(params, key, samples):
     out = {}
     k_ref, k_mmd, k_score = jax.random.split(key, 3)
+    if images:
+      return evaluate_images(config, dataset, samples["x"])
     if config.data.dataset == "mixture":  # the paper's 1/5, 4/5 toy: weight of the (5, 5) mode
       out["weight_pos_annealed"] = _weight(samples["x"])
-      out["weight_pos_langevin"] = _weight(samples["langevin"])
+      if "langevin" in samples:
+        out["weight_pos_langevin"] = _weight(samples["langevin"])
     if getattr(dataset, "has_density", False):
       # exact-score reference: the same sampler settings with the analytic smoothed score, no network
-      xa, xl, _ = draw(lambda x, sig: dataset.score(x, sig, s_cfg.analytic_form), k_ref)
+      ref = draw_all(lambda x, sig: dataset.score(x, sig, s_cfg.analytic_form), k_ref)
       if config.data.dataset == "mixture":
-        out["weight_pos_annealed_exact_score"] = _weight(xa)
-        out["weight_pos_langevin_exact_score"] = _weight(xl)
+        out["weight_pos_annealed_exact_score"] = _weight(ref["x"])
+        if "langevin" in ref:
+          out["weight_pos_langevin_exact_score"] = _weight(ref["langevin"])
       net_score = lambda x, sig: net.apply(params, x, sig)
       errs = [evaluation.score_error(net_score, dataset, jax.random.fold_in(k_score, i), float(s))
               for i, s in enumerate(np.asarray(ladder))]
@@ -109,25 +131,53 @@ def build(config, dataset) -> Method:
         out[f"score_rel_mse_level_{i}"] = e
     sig_ref = 0.0 if s_cfg.final_denoise else float(ladder[-1])
     out["mmd"] = evaluation.mmd_to_data(samples["x"], dataset, k_mmd, sig_ref)
-    out["mmd_langevin"] = evaluation.mmd_to_data(samples["langevin"], dataset, k_mmd, sig_ref)
+    if "langevin" in samples:
+      out["mmd_langevin"] = evaluation.mmd_to_data(samples["langevin"], dataset, k_mmd, sig_ref)
     return out
 
   def plot(samples, params, sample_dir):
-    if len(shape) != 1 or shape[0] != 2:
+    if images:
+      return [viz.image_grid(f"{sample_dir}/samples.png", samples["x"][:64]),
+              viz.trajectory_strip(f"{sample_dir}/trajectory.png", samples["trajectory"])]
+    if shape != (2,):
       return []
     ld = None
     if getattr(dataset, "has_density", False):
       ld = lambda pts: dataset.log_prob(jnp.asarray(pts), float(ladder[-1]))
     lim = max(abs(v) for v in s_cfg.init_range) + 2
-    return [
-        viz.scatter_2d(f"{sample_dir}/samples.png", samples["x"], ld, "annealed Langevin", lim),
-        viz.scatter_2d(f"{sample_dir}/langevin.png", samples["langevin"], ld, "plain Langevin", lim),
-        viz.trajectory_2d(f"{sample_dir}/trajectory.png", samples["trajectory"],
-                          [f"sigma={s:.3g}" for s in np.asarray(ladder)], lim),
-    ]
+    paths = [viz.scatter_2d(f"{sample_dir}/samples.png", samples["x"], ld, "annealed Langevin", lim),
+             viz.trajectory_2d(f"{sample_dir}/trajectory.png", samples["trajectory"],
+                               [f"sigma={s:.3g}" for s in np.asarray(ladder)], lim)]
+    if "langevin" in samples:
+      paths.append(viz.scatter_2d(f"{sample_dir}/langevin.png", samples["langevin"], ld, "plain Langevin", lim))
+    return paths
 
   return Method(name="ncsn", init_params=init_params, loss_fn=loss_fn, sample=sample,
                 evaluate=evaluate, plot=plot)
+
+
+def evaluate_images(config, dataset, samples_unit) -> dict:
+  """Download-free feature-space FID/KID, real baselines and the memorisation check; Inception-v3 FID
+  only when config.eval.inception_path names a weights file (null otherwise: never invented)."""
+  from dsm_jax import feature_metrics
+  e = config.eval
+  out = feature_metrics.evaluate_samples(samples_unit, dataset, cache_dir=e.get("feature_cache_dir", "") or None,
+                                         seed=config.seed)
+  out["fid_inception"] = None
+  if e.get("inception_path", ""):
+    from dsm_jax import fid, inception
+    params = inception.load_params(inception.find_weights(e.inception_path))
+    n = min(len(samples_unit), e.get("inception_max_n", 1000))
+    real = dataset.to_unit(dataset.test_images()[:n])
+    f_s = inception.features(params, _rgb(samples_unit[:n]))
+    f_r = inception.features(params, _rgb(real))
+    out["fid_inception"] = fid.fid_from_features(f_s, f_r)
+  out["inception_score"] = None  # the shipped FID weights have no logits layer: IS cannot be computed
+  return out
+
+
+def _rgb(x):
+  return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
 
 def _weight(x) -> float:
