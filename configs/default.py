@@ -47,6 +47,6 @@ def get_default_config():
   config.eval = ml_collections.ConfigDict()
   config.eval.enabled = True
   config.eval.feature_cache_dir = ""   # '' = ~/.cache/dsm_jax/feature_classifiers
-  config.eval.inception_path = ""      # a FID Inception-v3 weights file (see README); '' = not computed
+  config.eval.inception_path = ""      # FID Inception-v3 weights: a path, 'auto' (README), '' = not computed
   config.eval.inception_max_n = 1000
   return config

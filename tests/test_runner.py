@@ -232,7 +232,13 @@ for n in (1, 8):
   out[n] = [np.asarray(l) for l in jax.tree_util.tree_leaves(res.state["params"])]
   out[f"loss{{n}}"] = [json.loads(l)["loss"] for l in open(os.path.join(wd, "metrics.jsonl"))]
 diff = max(float(np.max(np.abs(a - b))) for a, b in zip(out[1], out[8]))
-print(json.dumps({{"diff": diff, "l1": out["loss1"], "l8": out["loss8"]}}))
+from dsm_jax.validation import ConfigError
+try:
+  run_lib.prepare(tiny("ncsn_toy", **{{"training.batch_size": 12}}), os.path.join({tmp!r}, "bad"))
+  bad = "no error"
+except ConfigError as e:
+  bad = str(e)
+print(json.dumps({{"diff": diff, "l1": out["loss1"], "l8": out["loss8"], "bad": bad}}))
 """
 
 
@@ -245,3 +251,5 @@ def test_eight_devices_match_one(tmp_path):
   res = json.loads(r.stdout.strip().splitlines()[-1])
   assert res["diff"] < 1e-4, res
   np.testing.assert_allclose(res["l1"], res["l8"], rtol=1e-5)
+  # a global batch that does not split over the devices stops before compute, naming key and fix
+  assert res["bad"].startswith("config.training.batch_size: 12 is not divisible by the 8 devices"), res["bad"]

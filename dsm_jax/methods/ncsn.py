@@ -166,7 +166,8 @@ def evaluate_images(config, dataset, samples_unit) -> dict:
   out["fid_inception"] = None
   if e.get("inception_path", ""):
     from dsm_jax import fid, inception
-    params = inception.load_params(inception.find_weights(e.inception_path))
+    path = "" if e.inception_path == "auto" else e.inception_path  # auto: installed package or cache
+    params = inception.load_params(inception.find_weights(path))
     n = min(len(samples_unit), e.get("inception_max_n", 1000))
     real = dataset.to_unit(dataset.test_images()[:n])
     f_s = inception.features(params, _rgb(samples_unit[:n]))
