@@ -193,9 +193,10 @@ class TrainResult:
   mesh: Mesh
 
 
-def model_meta(config) -> dict:
+def model_meta(config, data_shape=None) -> dict:
   """What must match between a checkpoint and the config that resumes it."""
-  return {"method": config.method, "model": json.loads(config.model.to_json_best_effort())}
+  return {"method": config.method, "model": json.loads(config.model.to_json_best_effort()),
+          "data_shape": None if data_shape is None else [int(d) for d in data_shape]}
 
 
 def train(config, workdir: str, method, dataset, progress: Optional[bool] = None) -> TrainResult:
@@ -213,10 +214,10 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
   key = jax.random.PRNGKey(config.seed)
   state = jax.jit(lambda k: init_state(k, method.init_params, optimizer), out_shardings=repl)(key)
   ckpt = ckpt_lib.Checkpointer(workdir, max_to_keep=t.max_to_keep)
-  meta_now = model_meta(config)
+  meta_now = model_meta(config, getattr(dataset, "shape", None))
 
   def check_meta(meta):
-    for field in ("method", "model"):
+    for field in ("method", "model", "data_shape"):
       if meta.get(field) != meta_now[field]:
         diff = _first_difference(meta.get(field), meta_now[field], field)
         raise ckpt_lib.CheckpointError(

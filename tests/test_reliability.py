@@ -85,6 +85,39 @@ def _kill_loop(workdir, seed, n_kills, window=(1.0, 7.0)):
   return landed
 
 
+def _kill_during_save(workdir, timeout=120.0):
+  """Starts the CLI and SIGKILLs it the moment an orbax temporary checkpoint directory appears (a save in
+  progress). Returns True if the kill landed inside a save."""
+  proc = subprocess.Popen(_cli(workdir), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  ckdir = os.path.join(workdir, "checkpoints")
+  start = time.time()
+  try:
+    while proc.poll() is None and time.time() - start < timeout:
+      try:
+        names = os.listdir(ckdir)
+      except FileNotFoundError:
+        names = []
+      if any("tmp" in n for n in names):
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return True
+      time.sleep(0.0005)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  return False
+
+
+def test_sigkill_during_checkpoint_save(tmp_path):
+  wd = str(tmp_path / "killed")
+  landed = sum(_kill_during_save(wd) for _ in range(2))
+  assert landed >= 1
+  r = subprocess.run(_cli(wd), cwd=REPO, capture_output=True, timeout=600)  # finish the run
+  assert r.returncode == 0, r.stderr.decode()[-2000:]
+  _check_same_as_uninterrupted(tmp_path, wd)
+
+
 def _check_same_as_uninterrupted(tmp_path, workdir):
   ref = str(tmp_path / "reference")
   r = subprocess.run(_cli(ref), cwd=REPO, capture_output=True, timeout=600)
@@ -112,8 +145,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_sigkill_many_seeds(tmp_path, seed):
   wd = str(tmp_path / "killed")
+  in_save = sum(_kill_during_save(wd) for _ in range(2))
   landed = _kill_loop(wd, seed=seed, n_kills=8, window=(0.5, 6.0))
-  print(f"seed {seed}: {landed} kills landed")
+  print(f"seed {seed}: {landed} kills at random moments + {in_save} during a checkpoint save")
   _check_same_as_uninterrupted(tmp_path, wd)
 
 
