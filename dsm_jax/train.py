@@ -85,14 +85,14 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 # ------------------------------------------------------------------------------------ state
-def init_state(key: jax.Array, init_params: Callable, optimizer) -> dict:
+def init_state(key: jax.Array, init_params: Callable, optimizer, init_opt: Optional[Callable] = None) -> dict:
   k_init, k_train = jax.random.split(key)
   params = init_params(k_init)
   return {
       "step": jnp.asarray(0, jnp.int32),
       "params": params,
       "ema_params": params,
-      "opt_state": optimizer.init(params),
+      "opt_state": init_opt(optimizer, params) if init_opt is not None else optimizer.init(params),
       "key": k_train,
       "n_skipped": jnp.asarray(0, jnp.int32),
   }
@@ -212,7 +212,7 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
              else default_train_step(method.loss_fn, optimizer, t.ema_rate, t.nan_policy))
 
   key = jax.random.PRNGKey(config.seed)
-  state = jax.jit(lambda k: init_state(k, method.init_params, optimizer), out_shardings=repl)(key)
+  state = jax.jit(lambda k: init_state(k, method.init_params, optimizer, getattr(method, "init_opt", None)), out_shardings=repl)(key)
   ckpt = ckpt_lib.Checkpointer(workdir, max_to_keep=t.max_to_keep)
   meta_now = model_meta(config, getattr(dataset, "shape", None))
 
@@ -301,7 +301,7 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
 def load_latest(config, workdir: str, method) -> tuple[int, dict]:
   """The newest checkpoint's (step, state), for --mode=sample|eval."""
   optimizer = make_optimizer(config)
-  state = jax.jit(lambda k: init_state(k, method.init_params, optimizer))(jax.random.PRNGKey(config.seed))
+  state = jax.jit(lambda k: init_state(k, method.init_params, optimizer, getattr(method, "init_opt", None)))(jax.random.PRNGKey(config.seed))
   ckpt = ckpt_lib.Checkpointer(workdir, max_to_keep=config.training.max_to_keep)
   try:
     restored = ckpt.restore_latest(state)

@@ -14,6 +14,7 @@ class Method:
   init_params(key) -> params
   loss_fn(params, key, batch) -> (loss, aux)     used by the default train step, or
   train_step(optimizer) -> (state, batch) -> (state, metrics)  for methods with several networks
+  init_opt(optimizer, params) -> opt_state         optional; e.g. one optimizer state per network
   sample(params, key) -> {name: array}            'x' is the main sample set ([N, ...], data space)
   evaluate(params, key, samples) -> {metric: number}
   plot(samples, params, sample_dir) -> [paths]    optional pictures beyond the default
@@ -22,6 +23,7 @@ class Method:
   init_params: Callable[[Any], Any]
   loss_fn: Optional[Callable] = None
   train_step: Optional[Callable] = None
+  init_opt: Optional[Callable] = None
   sample: Optional[Callable] = None
   evaluate: Optional[Callable] = None
   plot: Optional[Callable] = None
