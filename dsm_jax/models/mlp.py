@@ -74,3 +74,46 @@ class EnergyMLP(nn.Module):
       c = self.param("quad", nn.initializers.constant(-3.0), ())
       e = e + 0.5 * nn.softplus(c) * jnp.sum(x ** 2, axis=-1)
     return e
+
+
+class GeneratorMLP(nn.Module):
+  """An implicit sampler x = G(z) (or G(z, c) with a conditioning vector c), z ~ N(0, I).
+
+  An MLP on [z, c] plus a linear path from [z, c] (linear_skip=True), so that an untrained G is close
+  to a Gaussian and the MLP adds the non-Gaussian part. out_dim: the sample's dimension. Used by DDE
+  (issue 5: G(z) on 2-D data) and by denoiser-guided VI (q(w) = G(z), amortised q(w | y) = G(z, y))."""
+  out_dim: int
+  hidden: Sequence[int] = (128, 128)
+  act: str = "relu"
+  linear_skip: bool = True
+
+  @nn.compact
+  def __call__(self, z: jax.Array, cond: Optional[jax.Array] = None) -> jax.Array:
+    f = activation(self.act)
+    h = z if cond is None else jnp.concatenate([z, cond], axis=-1)
+    for width in self.hidden:
+      h = f(nn.Dense(width)(h))
+    out = nn.Dense(self.out_dim)(h)
+    if self.linear_skip:  # a linear path from [z, c]: a linear-Gaussian posterior is in reach from the start
+      out = out + nn.Dense(self.out_dim, use_bias=False)(z if cond is None else jnp.concatenate([z, cond], -1))
+    return out
+
+
+class DenoiserMLP(nn.Module):
+  """A denoiser for noise of one fixed scale sigma: F(x[, c]) = x + sigma^2 s(x[, c]), s an MLP.
+
+  Written through the score s (Tweedie: F(x) = x + sigma^2 grad log p_sigma(x)) so that the network's
+  output stays O(1) however small sigma is; (F(x) - x) / sigma^2 = s(x) is then the score estimate,
+  which `score_only=True` returns directly (no cancellation of x)."""
+  sigma: float
+  hidden: Sequence[int] = (128, 128)
+  act: str = "softplus"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None, score_only: bool = False) -> jax.Array:
+    f = activation(self.act)
+    h = x if cond is None else jnp.concatenate([x, cond], axis=-1)
+    for width in self.hidden:
+      h = f(nn.Dense(width)(h))
+    s = nn.Dense(x.shape[-1])(h)
+    return s if score_only else x + self.sigma ** 2 * s
