@@ -1,0 +1,481 @@
+"""Denoising-EBM (dsm_jax.methods.debm, dsm_jax.models.unet_dae).
+
+The losses, samplers and the Algorithm-1 step take any `params -> DAEFunctions` map, so most tests use a
+small closed-form model (`toy_fns`): r(x~, s) = mu + (x~ - mu) v / (v + s^2) is the exact posterior mean
+for data N(mu, v I), which makes expected energies computable. The U-Net is checked for shapes and the
+hand-written convolution VJP; the paper configs and the runner end to end are marked slow (each compiles
+Algorithm 1's step, minutes on a 2-core CPU)."""
+import json
+import os
+import zlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from dsm_jax import sigmas
+from dsm_jax.methods import debm
+from dsm_jax.models import get_model, unet_dae
+from dsm_jax.validation import ConfigError
+
+SHAPE = (4, 4, 1)
+D = int(np.prod(SHAPE))
+MU, VAR = 0.3, 0.25   # the toy data law N(MU, VAR I)
+
+
+# ------------------------------------------------------------------------------------------ a toy model
+def toy_params(key=None, d_latent: int = D, optimal: bool = True):
+  """phi: (mu, log v, encoder W); gamma: decoder (V, b). optimal=True: the exact denoiser of the data
+  law, identity encoder/decoder (d_latent = D)."""
+  if optimal:
+    return {"phi": {"mu": jnp.full(SHAPE, MU), "log_v": jnp.full(SHAPE, np.log(VAR)), "W": jnp.eye(D, d_latent)},
+            "gamma": {"V": jnp.eye(d_latent, D), "b": jnp.zeros((D,))}}
+  k1, k2, k3 = jax.random.split(key, 3)
+  return {"phi": {"mu": jnp.zeros(SHAPE), "log_v": jnp.zeros(SHAPE),
+                  "W": 0.3 * jax.random.normal(k1, (D, d_latent))},
+          "gamma": {"V": 0.3 * jax.random.normal(k2, (d_latent, D)), "b": 0.1 * jax.random.normal(k3, (D,))}}
+
+
+def toy_fns(params) -> unet_dae.DAEFunctions:
+  phi, gamma = params["phi"], params["gamma"]
+
+  def denoise(x, s):
+    chex.assert_shape(s, (x.shape[0],))
+    v = jnp.exp(phi["log_v"])
+    return phi["mu"] + (x - phi["mu"]) * v / (v + s[:, None, None, None] ** 2)
+
+  encode = lambda x, s: x.reshape(x.shape[0], -1) @ phi["W"]
+  return unet_dae.DAEFunctions(
+      denoise=denoise, encode=encode, denoise_and_code=lambda x, s: (denoise(x, s), encode(x, s)),
+      semantic_decode=lambda z: (z @ gamma["V"] + gamma["b"]).reshape((z.shape[0],) + SHAPE))
+
+
+def data(key, n):
+  return MU + np.sqrt(VAR) * jax.random.normal(key, (n,) + SHAPE)
+
+
+# ------------------------------------------------------------------------------------------ energies
+@pytest.mark.parametrize("sigma", [0.01, 0.05, 0.3, 1.0])
+def test_energies_nonnegative_and_zero_for_perfect_reconstruction(sigma):
+  key = jax.random.PRNGKey(0)
+  x = 2.0 * jax.random.normal(key, (64,) + SHAPE)
+  f = toy_fns(toy_params(jax.random.PRNGKey(1), optimal=False))
+  u = debm.texture_energy(f.denoise, key, x, sigma)
+  assert u.shape == (64,) and bool(jnp.all(u >= 0)) and bool(jnp.all(u > 0))
+  # a denoiser that reconstructs x exactly: U_c = 0 for every noise draw
+  oracle = lambda x_noisy, s: x
+  np.testing.assert_array_equal(debm.texture_energy(oracle, key, x, sigma), 0.0)
+  # the identity denoiser r(y) = y: zero without noise, ||n||^2 / 2 with unit noise n (eq. 7's scaling)
+  ident = lambda y, s: y
+  np.testing.assert_array_equal(debm.texture_energy(ident, key, x, sigma, eps=jnp.zeros_like(x)), 0.0)
+  n = jax.random.normal(jax.random.PRNGKey(2), x.shape)
+  np.testing.assert_allclose(debm.texture_energy(ident, key, x, sigma, eps=n),
+                             0.5 * jnp.sum(n ** 2, axis=(1, 2, 3)), rtol=1e-4)
+  # eq. 8: U_s(z) = U_c(h(z)); zero when r reconstructs h(z)
+  z = jax.random.normal(key, (64, 5))
+  h = lambda z: jnp.tanh(z[:, :1, None, None] + jnp.zeros((1,) + SHAPE))
+  np.testing.assert_allclose(debm.semantic_energy(f.denoise, h, key, z, sigma),
+                             debm.texture_energy(f.denoise, key, h(z), sigma), rtol=1e-6)
+  assert bool(jnp.all(debm.semantic_energy(f.denoise, h, key, z, sigma) > 0))
+  np.testing.assert_array_equal(debm.semantic_energy(lambda y, s: h(z), h, key, z, sigma), 0.0)
+
+
+def test_texture_energy_expectation_matches_closed_form():
+  """For data N(mu, v I) and the exact denoiser, E U_c(x, s) = D v / (2 (v + s^2)): checks eq. 7's
+  noise scale (eps ~ N(0, s^2 I)) and the 1/(2 s^2) factor."""
+  x = data(jax.random.PRNGKey(3), 20000)
+  f = toy_fns(toy_params())
+  for s in (0.05, 0.3, 1.0):
+    u = float(jnp.mean(debm.texture_energy(f.denoise, jax.random.PRNGKey(4), x, s)))
+    assert u == pytest.approx(D * VAR / (2 * (VAR + s ** 2)), rel=0.02), s
+
+
+# ------------------------------------------------------------------------------------------ Langevin
+def test_langevin_step_form():
+  """x <- x - eta/2 grad U + noise_scale sqrt(eta) w. On U = ||x||^2 / 2 with noise_scale 0 the chain is
+  x_t = (1 - eta/2)^t x_0 exactly; with noise_scale 1 its stationary variance is 1 / (1 - eta/4)."""
+  u = lambda x, k: 0.5 * jnp.sum(x ** 2, axis=(1, 2, 3))
+  x0 = jax.random.normal(jax.random.PRNGKey(0), (4000,) + SHAPE) * 3.0
+  eta = 0.1
+  x, traj, energies = debm.langevin(u, jax.random.PRNGKey(1), x0, eta, 30, noise_scale=0.0, n_keep=2)
+  np.testing.assert_allclose(x, x0 * (1 - eta / 2) ** 30, rtol=1e-4, atol=1e-6)
+  assert traj.shape == (31, 2) + SHAPE and energies.shape == (30,)
+  np.testing.assert_allclose(traj[0], x0[:2])
+  assert bool(jnp.all(jnp.diff(energies) < 0))
+  x, _, _ = debm.langevin(u, jax.random.PRNGKey(1), x0, eta, 300, noise_scale=1.0)
+  assert float(jnp.var(x)) == pytest.approx(1.0 / (1.0 - eta / 4), rel=0.03)
+  assert abs(float(jnp.mean(x))) < 0.02
+
+
+# ------------------------------------------------------------------------------------------ the two-stage sampler
+CH = debm.Chains(latent_steps=6, pixel_steps=9, eta_latent=0.1, eta_pixel=0.01, sigma_latent=0.3, sigma_pixel=0.1)
+
+
+def _two_stage(key, n=32):
+  f = toy_fns(toy_params(jax.random.PRNGKey(5), d_latent=3, optimal=False))
+  z0 = jax.random.normal(jax.random.fold_in(key, 7), (n, 3))
+  return jax.jit(lambda k, z: debm.two_stage_chain(f.denoise, f.semantic_decode, k, z, CH, n_keep=4))(key, z0)
+
+
+def test_two_stage_shapes_and_determinism():
+  a = _two_stage(jax.random.PRNGKey(0))
+  assert a["z"].shape == (32, 3) and a["x0"].shape == (32,) + SHAPE and a["x"].shape == (32,) + SHAPE
+  assert a["z_traj"].shape == (7, 4, 3) and a["x_traj"].shape == (10, 4) + SHAPE
+  assert a["energy_latent"].shape == (6,) and a["energy_pixel"].shape == (9,)
+  f = toy_fns(toy_params(jax.random.PRNGKey(5), d_latent=3, optimal=False))
+  np.testing.assert_allclose(a["x0"], f.semantic_decode(a["z"]), rtol=1e-5, atol=1e-6)  # x^0 = h(z^K)
+  np.testing.assert_allclose(a["x_traj"][0], a["x0"][:4], rtol=1e-6)
+  np.testing.assert_allclose(a["x_traj"][-1], a["x"][:4], rtol=1e-6)
+  b = _two_stage(jax.random.PRNGKey(0))
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+  c = _two_stage(jax.random.PRNGKey(1))
+  assert float(jnp.min(jnp.abs(a["x"] - c["x"]))) > 0 and float(jnp.mean(jnp.abs(a["z"] - c["z"]))) > 0.1
+
+
+def test_pixel_chain_moves_towards_data():
+  """Pixel Langevin on U_c with the exact denoiser of N(mu, v I) from far away ends near the data law."""
+  f = toy_fns(toy_params())
+  x0 = jnp.full((2000,) + SHAPE, 3.0)
+  u_c = lambda x, k: debm.texture_energy(f.denoise, k, x, 0.3)
+  x, _, e = debm.langevin(u_c, jax.random.PRNGKey(0), x0, 0.02, 600)
+  assert float(e[-1]) < 0.3 * float(e[0])  # stationary: ~0.25 (the chain samples the smoothed law)
+  assert float(jnp.mean(x)) == pytest.approx(MU, abs=0.1)
+
+
+# ------------------------------------------------------------------------------------------ Algorithm 1
+def test_contrastive_step_lowers_data_energy_relative_to_samples():
+  """One Adam (and one SGD) update on the contrastive loss lowers U(data) - U(samples) for both energies,
+  measured with the same noise draws before and after, by at least half the first-order prediction
+  -<g, delta> of the update's own network (phi for the texture term, gamma for the semantic one); the
+  opposite update raises it."""
+  key = jax.random.PRNGKey(0)
+  params = toy_params(jax.random.PRNGKey(1), d_latent=3, optimal=False)
+  x_data = data(jax.random.PRNGKey(2), 256)
+  x_samp = 1.5 * jax.random.normal(jax.random.PRNGKey(3), (64,) + SHAPE) - 1.0
+  z_samp = 2.0 * jax.random.normal(jax.random.PRNGKey(4), (64, 3))
+  loss = lambda p: debm.contrastive_loss(toy_fns, p, key, x_data, z_samp, x_samp, CH)
+  dot = lambda a, b: sum(float(jnp.sum(x * y)) for x, y in zip(jax.tree_util.tree_leaves(a),
+                                                                jax.tree_util.tree_leaves(b)))
+  for opt in (optax.adam(1e-2), optax.sgd(1e-3)):
+    (_, before), g = jax.value_and_grad(loss, has_aux=True)(params)
+    new, _ = debm.apply_updates(opt, g, params, debm.init_opt(opt, params))
+    _, after = loss(new)
+    delta = jax.tree_util.tree_map(jnp.subtract, new, params)
+    for term, net in (("cd_texture", "phi"), ("cd_semantic", "gamma")):
+      predicted = -dot(g[net], delta[net])  # first-order decrease of the term its network's gradient carries
+      assert predicted > 0, (term, predicted)
+      assert float(before[term]) - float(after[term]) > 0.5 * predicted, (term, before[term], after[term], predicted)
+    # and the opposite update raises it (the test can tell the sign)
+    wrong, _ = debm.apply_updates(opt, jax.tree_util.tree_map(jnp.negative, g), params, debm.init_opt(opt, params))
+    assert float(loss(wrong)[1]["cd_texture"]) > float(before["cd_texture"])
+    assert float(loss(wrong)[1]["cd_semantic"]) > float(before["cd_semantic"])
+
+
+def test_updates_reach_the_right_network():
+  """grad_gamma only from the semantic terms and the decoder loss, grad_phi only from the texture terms
+  and the DAE loss (Algorithm 1), z enters h_gamma with stop_gradient."""
+  key = jax.random.PRNGKey(0)
+  params = toy_params(jax.random.PRNGKey(1), d_latent=3, optimal=False)
+  x = data(key, 32)
+  ladder = sigmas.geometric(1.0, 0.01, 16)
+  zeros = lambda t: all(float(jnp.max(jnp.abs(l))) == 0.0 for l in jax.tree_util.tree_leaves(t))
+  nonzero = lambda t: all(float(jnp.max(jnp.abs(l))) > 0.0 for l in jax.tree_util.tree_leaves(t))
+  part = lambda name: jax.grad(lambda p: debm.dae_and_decoder_loss(toy_fns, p, key, x, ladder)[1][name])(params)
+  g_dae, g_dec = part("dae_loss"), part("decoder_loss")
+  assert zeros(g_dae["gamma"]) and nonzero(g_dae["phi"]["mu"])
+  assert zeros(g_dec["phi"]) and nonzero(g_dec["gamma"])
+  cd = lambda name: jax.grad(lambda p: debm.contrastive_loss(toy_fns, p, key, x, jnp.ones((8, 3)), x[:8] + 1,
+                                                              CH)[1][name])(params)
+  g_s, g_c = cd("cd_semantic"), cd("cd_texture")
+  assert zeros(g_s["phi"]) and nonzero(g_s["gamma"])
+  assert zeros(g_c["gamma"]) and nonzero(g_c["phi"]["mu"])
+
+
+def test_contrastive_terms_use_the_chain_sigmas_and_the_noisy_data_code():
+  """u_c_data is U_c at sampling.sigma_pixel; u_s_data is U_s at sigma_latent of the code of x + sigma_latent n
+  (identity encoder/decoder: E = D (s^4 / (v + s^2) + v^2 s^2 / (v + s^2)^2) / (2 s^2); the clean code
+  would give D v / (2 (v + s^2)))."""
+  x = data(jax.random.PRNGKey(0), 40000)
+  params = toy_params()
+  s = 0.3
+  for sp in (0.1, 0.5):
+    ch = debm.Chains(1, 1, sigma_latent=s, sigma_pixel=sp)
+    _, aux = debm.contrastive_loss(toy_fns, params, jax.random.PRNGKey(1), x, jnp.zeros((2, D)), x[:2], ch)
+    assert float(aux["u_c_data"]) == pytest.approx(D * VAR / (2 * (VAR + sp ** 2)), rel=0.02)
+    noisy = D * (s ** 4 / (VAR + s ** 2) + VAR ** 2 * s ** 2 / (VAR + s ** 2) ** 2) / (2 * s ** 2)
+    clean = D * VAR / (2 * (VAR + s ** 2))
+    assert float(aux["u_s_data"]) == pytest.approx(noisy, rel=0.02) and abs(noisy - clean) > 0.08 * clean
+
+
+def _state(params, opt):
+  return {"step": jnp.asarray(0, jnp.int32), "params": params, "ema_params": params,
+          "opt_state": debm.init_opt(opt, params), "key": jax.random.PRNGKey(9), "n_skipped": jnp.asarray(0, jnp.int32)}
+
+
+def test_train_step_algorithm_1_and_nan_guard():
+  opt = optax.adam(1e-3)
+  ladder = sigmas.geometric(1.0, 0.01, 16)
+  step = jax.jit(debm.make_train_step(toy_fns, ladder, opt, CH, dae_steps=3, n_chains=8, latent_dim=3, ema_rate=0.5))
+  params = toy_params(jax.random.PRNGKey(1), d_latent=3, optimal=False)
+  st = _state(params, opt)
+  x = data(jax.random.PRNGKey(2), 24)
+  new, m = step(st, x)
+  assert int(new["step"]) == 1 and int(new["n_skipped"]) == 0 and float(m["nonfinite"]) == 0.0
+  for k in ("loss", "decoder_loss", "cd_texture", "cd_semantic", "u_c_data", "u_c_sample", "u_s_data", "u_s_sample"):
+    assert np.isfinite(float(m[k])), k
+  # L = 3 DAE updates + 1 contrastive update per iteration, per network
+  count = lambda o: int(o[0].count)  # optax.adam = chain(scale_by_adam, scale_by_learning_rate)
+  assert count(new["opt_state"]["phi"]) == 4 and count(new["opt_state"]["gamma"]) == 4
+  assert float(jnp.max(jnp.abs(new["params"]["phi"]["mu"] - params["phi"]["mu"]))) > 0
+  # EMA: 0.5 old + 0.5 new
+  np.testing.assert_allclose(new["ema_params"]["phi"]["mu"], 0.5 * (params["phi"]["mu"] + new["params"]["phi"]["mu"]),
+                             rtol=1e-6)
+  # a NaN in the batch: nothing reaches params, EMA or the optimizer states; counted and flagged
+  bad, m = step(new, x.at[5, 0, 0, 0].set(jnp.nan))
+  assert float(m["nonfinite"]) == 1.0 and int(bad["n_skipped"]) == 1 and int(bad["step"]) == 2
+  for a, b in zip(jax.tree_util.tree_leaves((new["params"], new["ema_params"], new["opt_state"])),
+                  jax.tree_util.tree_leaves((bad["params"], bad["ema_params"], bad["opt_state"]))):
+    np.testing.assert_array_equal(a, b)
+  # diverging chains (a huge pixel step) are caught the same way
+  wild = debm.Chains(2, 3, eta_pixel=1e30, sigma_pixel=0.1)
+  step_w = jax.jit(debm.make_train_step(toy_fns, ladder, opt, wild, 3, 8, 3, 0.0))
+  out, m = step_w(st, x)
+  assert float(m["nonfinite"]) == 1.0
+  for a, b in zip(jax.tree_util.tree_leaves(st["params"]), jax.tree_util.tree_leaves(out["params"])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_train_step_learns_the_toy_denoiser():
+  """200 iterations of Algorithm 1 on N(mu, v I) data move the toy DAE's mu and v to the data's."""
+  opt = optax.adam(3e-2)
+  ladder = sigmas.geometric(1.0, 0.05, 16)
+  step = jax.jit(debm.make_train_step(toy_fns, ladder, opt, CH, 3, 8, 3, 0.0))
+  st = _state(toy_params(jax.random.PRNGKey(1), d_latent=3, optimal=False), opt)
+
+  def run(st, i):
+    return step(st, data(jax.random.fold_in(jax.random.PRNGKey(2), i), 48))
+  st, m = jax.lax.scan(run, st, jnp.arange(200))
+  assert float(jnp.mean(st["params"]["phi"]["mu"])) == pytest.approx(MU, abs=0.1)
+  assert float(jnp.mean(jnp.exp(st["params"]["phi"]["log_v"]))) == pytest.approx(VAR, rel=0.4)
+  # the decoder loss falls from its start to near its floor within a few steps (a rank-3 linear code of 16
+  # pixels leaves ~13 x VAR = 3.25 unexplained), so compare the end with the first step
+  assert float(jnp.mean(m["decoder_loss"][-20:])) < 0.6 * float(m["decoder_loss"][0])
+
+
+# ------------------------------------------------------------------------------------------ the U-Net
+def _fill(tmpl, seed=0, scale=0.2):
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype), tmpl)
+
+
+@pytest.mark.parametrize("shape,ch_mult", [((28, 28, 1), (1, 2, 2)), ((32, 32, 3), (1, 2, 2, 2)),
+                                           ((64, 64, 3), (1, 1, 2, 2, 2))], ids=["28", "32", "64"])
+def test_unet_shapes(shape, ch_mult):
+  net = unet_dae.UNetDAE(shape, nf=8, ch_mult=ch_mult, num_res_blocks=2, latent_dim=16)
+  x, s = jnp.zeros((3,) + shape), jnp.ones((3,))
+  variables = jax.eval_shape(net.init, jax.random.PRNGKey(0), x, s)
+  p = unet_dae.split(variables)
+  assert set(variables["params"]) == set(unet_dae.PHI_KEYS) | {unet_dae.GAMMA_KEY}
+  assert jax.tree_util.tree_structure(unet_dae.merge(p)) == jax.tree_util.tree_structure(variables)
+  fn = lambda name: (lambda p, *a: getattr(unet_dae.functions(net, p), name)(*a))
+  z = jax.eval_shape(fn("encode"), p, x, s)
+  r, z2 = jax.eval_shape(fn("denoise_and_code"), p, x, s)
+  assert z.shape == (3, 16) and z2.shape == (3, 16) and r.shape == (3,) + shape
+  assert jax.eval_shape(fn("denoise"), p, x, s).shape == (3,) + shape
+  assert jax.eval_shape(fn("semantic_decode"), p, jax.ShapeDtypeStruct((5, 16), jnp.float32)).shape == (5,) + shape
+  zs, skips = jax.eval_shape(lambda v, x, s: net.apply(v, x, s, method=unet_dae.UNetDAE.encode), variables, x, s)
+  f_ = 2 ** (len(ch_mult) - 1)
+  assert len(skips) == 1 + 2 * (len(ch_mult) - 1)  # conv_in + num_res_blocks per finer level, none at the coarsest
+  assert min(sk.shape[1] for sk in skips) == 2 * shape[0] // f_
+  with pytest.raises(AssertionError):  # chex: wrong image shape
+    jax.eval_shape(fn("denoise"), p, jnp.zeros((3, 8, 8, shape[2])), s)
+
+
+def test_unet_values():
+  """Identity at init (zero last conv), latent codes normalised, g_beta uses both z and the skips,
+  h_gamma ignores sigma and skips; deterministic given params."""
+  shape = (8, 8, 1)
+  net = unet_dae.UNetDAE(shape, nf=4, ch_mult=(1, 2), num_res_blocks=1, latent_dim=6)
+  x, s = jax.random.normal(jax.random.PRNGKey(0), (2,) + shape), jnp.array([0.1, 1.0])
+  tmpl = jax.eval_shape(net.init, jax.random.PRNGKey(0), x, s)
+  v0 = _fill(tmpl)
+  v0["params"]["decoder"] = jax.tree_util.tree_map(jnp.zeros_like, v0["params"]["decoder"])
+  f0 = unet_dae.functions(net, unet_dae.split(v0))
+  np.testing.assert_array_equal(f0.denoise(x, s), x)
+  v = _fill(tmpl, seed=1)
+  enc = jax.jit(lambda x, s: net.apply(v, x, s, method=unet_dae.UNetDAE.encode))
+  dec = jax.jit(lambda z, sk, x, s: net.apply(v, z, sk, x, s, method=unet_dae.UNetDAE.decode))
+  z, skips = enc(x, s)
+  np.testing.assert_allclose(jnp.mean(z, -1), 0.0, atol=1e-5)
+  np.testing.assert_allclose(jnp.var(z, -1), 1.0, rtol=1e-3)
+  r = dec(z, skips, x, s)
+  assert float(jnp.max(jnp.abs(dec(z + 1.0, skips, x, s) - r))) > 1e-4
+  assert float(jnp.max(jnp.abs(dec(z, tuple(sk + 1.0 for sk in skips), x, s) - r))) > 1e-4
+  np.testing.assert_allclose(unet_dae.functions(net, unet_dae.split(v)).denoise(x, s), r, rtol=1e-5, atol=1e-6)
+
+
+def test_conv_same_gradients_match_autodiff():
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 7, 6, 5))
+  for k in (1, 3, 5):
+    w = jax.random.normal(jax.random.PRNGKey(k), (k, k, 5, 4))
+    ref = lambda x, w: jnp.sum(jnp.sin(jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+    mine = lambda x, w: jnp.sum(jnp.sin(unet_dae.conv_same(x, w)))
+    assert float(mine(x, w)) == pytest.approx(float(ref(x, w)), rel=1e-5)
+    for a, b in zip(jax.grad(mine, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _model_config(**kw):
+  cfg = dict(name="unet_dae", nf=8, ch_mult=(1, 2, 2), num_res_blocks=1, latent_dim=16, latent_norm=True)
+  cfg.update(kw)
+  return ml_collections.ConfigDict(cfg)
+
+
+@pytest.mark.parametrize("kw,shape,key", [
+    ({"ch_mult": (1, 2, 2, 2)}, (28, 28, 1), "model.ch_mult"),   # 28 -> 14 -> 7 -> 3.5
+    ({"ch_mult": (1,)}, (28, 28, 1), "model.ch_mult"),
+    ({"nf": 0}, (28, 28, 1), "model.nf"),
+    ({"latent_dim": 2.5}, (28, 28, 1), "model.latent_dim"),
+    ({}, (784,), "model.name"),
+])
+def test_get_model_rejects_bad_values(kw, shape, key):
+  with pytest.raises(ConfigError) as e:
+    get_model(_model_config(**kw), shape)
+  assert e.value.key == key and "\n" not in str(e.value)
+  assert isinstance(get_model(_model_config(), (28, 28, 1)), unet_dae.UNetDAE)
+
+
+# ------------------------------------------------------------------------------------------ configs
+def _config(name):
+  import importlib
+  return importlib.import_module(f"configs.{name}").get_config()
+
+
+@pytest.mark.parametrize("name,shape,k,t", [("debm_cifar10", (32, 32, 3), 20, 90), ("debm_svhn", (32, 32, 3), 20, 90),
+                                            ("debm_celeba64", (64, 64, 3), 40, 100), ("debm_mnist5k", (28, 28, 1), None, None)])
+def test_configs_are_valid_at_full_size(name, shape, k, t):
+  """Paper values, validation and the full-size network's parameter tree (traced, not compiled)."""
+  config = _config(name)
+  debm.validate(config, shape)
+  if k is not None:
+    assert (config.training.latent_steps, config.training.pixel_steps) == (k, t)
+    assert (config.sampling.latent_steps, config.sampling.pixel_steps) == (k, t)
+    assert config.training.lr == 5e-5 and config.training.dae_steps == 3 and config.model.num_scales == 128
+    assert (config.sampling.eta_latent, config.sampling.eta_pixel) == (0.1, 0.01)
+    assert config.data.scale == "-11" and config.data.random_flip
+  assert config.eval.ood_sigma == 0.05
+  net = get_model(config.model, shape)
+  tmpl = jax.eval_shape(net.init, jax.random.PRNGKey(0), jnp.zeros((1,) + shape), jnp.ones((1,)))
+  assert sum(int(np.prod(l.shape)) for l in jax.tree_util.tree_leaves(tmpl)) > 10_000
+
+
+@pytest.mark.parametrize("key,value", [
+    ("training.batch_size", 130), ("training.dae_steps", 0), ("training.schedule", "cosine"),
+    ("training.warmup", 10), ("sampling.eta_pixel", -0.01), ("sampling.sigma_latent", 0.0),
+    ("sampling.final_denoise", 1), ("model.dae_weight", "sigma"), ("eval.ood_datasets", "svhn_cropped"),
+    ("model.num_scales", 1), ("sampling.method", "annealed_langevin"), ("training.n_chains", -1),
+])
+def test_bad_values_are_one_line_config_errors(key, value):
+  config = _config("debm_cifar10")
+  node = config
+  *path, leaf = key.split(".")
+  for p in path:
+    node = node[p]
+  with node.ignore_type():
+    node[leaf] = value
+  with pytest.raises(ConfigError) as e:
+    debm.validate(config, (32, 32, 3))
+  assert e.value.key == key and "\n" not in str(e.value)
+  with pytest.raises(ConfigError, match="data.dataset"):
+    debm.validate(_config("debm_cifar10"), (2,))
+
+
+# ------------------------------------------------------------------------------------------ end to end (slow)
+def tiny(name, **over):
+  config = _config(name)
+  m = config.model
+  m.nf, m.ch_mult, m.num_res_blocks, m.latent_dim, m.num_scales = 4, (1, 2), 1, 8, 16
+  t = config.training
+  t.n_iters, t.batch_size, t.n_chains, t.latent_steps, t.pixel_steps = 4, 6, 2, 2, 2
+  t.log_every, t.ckpt_every, t.steps_per_call, t.progress = 2, 2, 2, False
+  s = config.sampling
+  s.n_samples, s.batch_size, s.latent_steps, s.pixel_steps, s.n_traj = 6, 6, 2, 3, 3
+  config.eval.ood_n, config.eval.ood_batch_size = 40, 40
+  for k, v in over.items():
+    node = config
+    *path, leaf = k.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = v
+  return config
+
+
+@pytest.fixture
+def stand_in_tfds(monkeypatch):
+  """Random uint8 images (with labels) in place of tfds splits that are not prepared on this machine."""
+  from dsm_jax.data import images
+
+  def fake(name, split, data_dir, geo):
+    rng = np.random.default_rng(zlib.crc32(f"{name}/{split}".encode()))
+    h, w, c = images.NATIVE_SHAPE[name]
+    n = 24 if split == "train" else 12
+    x = images._apply_geometry(rng.integers(0, 256, (n, h, w, c), dtype=np.uint8), geo)
+    return x, rng.integers(0, 10, n)
+  images.clear_cache()
+  monkeypatch.setattr(images, "_read_split", fake)
+  yield
+  images.clear_cache()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,shape", [("debm_cifar10", (32, 32, 3)), ("debm_svhn", (32, 32, 3)),
+                                        ("debm_celeba64", (64, 64, 3))])
+def test_paper_configs_train_and_sample(tmp_path, stand_in_tfds, name, shape):
+  from dsm_jax import run_lib
+  wd = str(tmp_path / name)
+  res = run_lib.run(tiny(name, **{"eval.enabled": False}), wd)
+  assert res["step"] == 4
+  x = np.load(os.path.join(wd, "samples/samples.npz"))["x"]
+  po = np.load(os.path.join(wd, "samples/pixel_only.npz"))["x"]
+  assert x.shape == po.shape == (6,) + shape and np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= 1
+  rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
+  assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["loss"]) for r in rows)
+
+
+@pytest.mark.slow
+def test_runner_end_to_end_digits(tmp_path):
+  """Output contract on the offline 8x8 digits: checkpoints, metrics.jsonl, samples.npz (two-stage, in
+  [0, 1], NHWC) beside pixel_only.npz, grids and both trajectory strips, eval.json with feature FID/KID
+  for both samplers and the OOD AUROCs; --mode=sample redraws the same samples."""
+  from dsm_jax import checkpoint, run_lib
+  wd = str(tmp_path / "run")
+  config = tiny("debm_mnist5k", **{"data.dataset": "digits"})
+  res = run_lib.run(config, wd)
+  for f in ("config.json", "metrics.jsonl", "eval.json", "samples/samples.npz", "samples/pixel_only.npz",
+            "samples/semantic.npz", "samples/samples.png", "samples/pixel_only.png", "samples/trajectory.png",
+            "samples/trajectory_pixel_only.png"):
+    assert os.path.exists(os.path.join(wd, f)), f
+  assert sorted(checkpoint.Checkpointer(wd).steps()) == [2, 4]
+  x = np.load(os.path.join(wd, "samples/samples.npz"))["x"]
+  assert x.shape == (6, 8, 8, 1) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+  traj = np.load(os.path.join(wd, "samples/trajectory.npz"))["x"]
+  assert traj.shape[1:] == (3, 8, 8, 1) and traj.shape[0] == 3 + 3 + 1  # h(z) x 3, pixel steps x 3, output
+  ev = json.load(open(os.path.join(wd, "eval.json")))
+  assert ev == pytest.approx(res, nan_ok=True)
+  for k in ("fid_feat", "kid_feat", "pixel_only_fid_feat", "pixel_only_kid_feat", "auroc_noise", "auroc_constant",
+            "auroc_interp", "ood_score_mean_in", "fid_feat_real_baseline"):
+    assert isinstance(ev[k], float) and np.isfinite(ev[k]), k
+  assert all(0.0 <= ev[k] <= 1.0 for k in ("auroc_noise", "auroc_constant", "auroc_interp"))
+  rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
+  assert [r["step"] for r in rows] == [2, 4]
+  for r in rows:
+    assert all(np.isfinite(r[k]) for k in ("loss", "decoder_loss", "cd_texture", "cd_semantic", "step_time"))
+  os.remove(os.path.join(wd, "samples/samples.npz"))
+  run_lib.run(config, wd, mode="sample")
+  np.testing.assert_array_equal(np.load(os.path.join(wd, "samples/samples.npz"))["x"], x)
