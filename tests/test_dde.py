@@ -1,0 +1,232 @@
+"""DDE (dsm_jax/methods/dde.py): the trained E_p of Gaussian data has the analytic gradient
+sigma^2 grad log p_hat, the generator gradient (E4) is the exact gradient of KL(q_hat || p_hat) for Gaussians,
+the grid KL estimator, and the runner end to end (output contract, resume == uninterrupted, config errors)."""
+import importlib
+import json
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from dsm_jax import checkpoint, run_lib, train
+from dsm_jax.data.toy import get_toy
+from dsm_jax.methods import dde
+from dsm_jax.models.mlp import EnergyMLP
+from dsm_jax.validation import ConfigError
+
+TAU, SIGMA = 1.5, 0.5  # data N(0, TAU^2 I_2), DDE noise SIGMA
+
+
+def _gauss_batches(key, n):
+  return TAU * jax.random.normal(key, (n, 2))
+
+
+def test_dde_loss_minimised_by_the_analytic_log_density():
+  """(E2) for E(x) = -a/2 ||x||^2 on N(0, TAU^2 I): minimised at a = SIGMA^2 / (TAU^2 + SIGMA^2), i.e. at
+  E = SIGMA^2 log p_hat; a constant E scores 1."""
+  key = jax.random.PRNGKey(0)
+  x = _gauss_batches(key, 200_000)
+  loss = lambda a: float(dde.dde_loss(lambda v: -0.5 * a * jnp.sum(v ** 2, -1), jax.random.PRNGKey(1), x, SIGMA))
+  a_star = SIGMA ** 2 / (TAU ** 2 + SIGMA ** 2)
+  assert loss(0.0) == pytest.approx(1.0, rel=0.01)
+  assert loss(a_star) == pytest.approx(1.0 - a_star, rel=0.01)  # closed form: 1 - sigma^2 / (tau^2 + sigma^2)
+  assert loss(a_star) < loss(0.8 * a_star) and loss(a_star) < loss(1.2 * a_star)
+
+
+def test_trained_ep_on_gaussian_data_has_the_analytic_gradient():
+  """An MLP DDE trained by fit_dde on N(0, TAU^2 I): grad E matches SIGMA^2 grad log p_hat =
+  -SIGMA^2 x / (TAU^2 + SIGMA^2) on data-distributed points (relative MSE < 5%); untrained it does not."""
+  net = EnergyMLP(hidden=(64, 64), act="softplus", quadratic=True)
+  apply = lambda p, v: -net.apply(p, v)  # the DDE is E = -u
+  params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 2)))
+  opt = optax.adam(3e-3)
+  fit = jax.jit(lambda p, o, k: dde.fit_dde(apply, opt, p, o, k, lambda kk: _gauss_batches(kk, 512), 1500, SIGMA,
+                                            antithetic=True))
+  trained, _, ok, _ = fit(params, opt.init(params), jax.random.PRNGKey(1))
+  assert bool(ok)
+  v = np.sqrt(TAU ** 2 + SIGMA ** 2) * jax.random.normal(jax.random.PRNGKey(2), (4000, 2))
+  target = -SIGMA ** 2 * v / (TAU ** 2 + SIGMA ** 2)
+  rel = lambda p: float(jnp.mean(jnp.sum((jax.grad(lambda x: jnp.sum(apply(p, x)))(v) - target) ** 2, -1))
+                        / jnp.mean(jnp.sum(target ** 2, -1)))
+  assert rel(trained) < 0.05, rel(trained)
+  assert rel(params) > 0.5
+
+
+def test_generator_gradient_is_the_exact_kl_gradient_for_gaussians():
+  """(E4) with the exact DDEs of p = N(m_p, tau_p^2 I) and q = N(mu, s^2 I), G(z) = mu + s z: the gradient of
+  generator_loss in (mu, s) equals d KL(q_hat || p_hat) / d(mu, s) in closed form (Monte Carlo tolerance)."""
+  d, n, sig = 2, 400_000, SIGMA
+  m_p, tau_p = jnp.array([1.0, -0.5]), 1.2
+  mu, s = jnp.array([-0.3, 0.4]), 0.7
+  vp, vq = tau_p ** 2 + sig ** 2, s ** 2 + sig ** 2
+  log_p = lambda v: -sig ** 2 * 0.5 * jnp.sum((v - m_p) ** 2, -1) / vp  # E = sigma^2 log p_hat + const
+  log_q = lambda v: -sig ** 2 * 0.5 * jnp.sum((v - mu) ** 2, -1) / vq   # fixed at the current (mu, s)
+  kz, ke = jax.random.split(jax.random.PRNGKey(3))
+  z = jax.random.normal(kz, (n, d))
+  eps = sig * jax.random.normal(ke, (n, d))
+  g_apply = lambda p, zz: p["mu"] + p["s"] * zz
+  grads = jax.grad(dde.generator_loss)({"mu": mu, "s": jnp.asarray(s)}, g_apply, log_q, log_p, z, eps, sig)
+  want_mu = (mu - m_p) / vp
+  want_s = d * (s / vp - s / vq)  # d/ds of KL between isotropic Gaussians of variances vq, vp (d dims)
+  np.testing.assert_allclose(np.asarray(grads["mu"]), np.asarray(want_mu), atol=0.01)
+  assert float(grads["s"]) == pytest.approx(float(want_s), abs=0.01)
+  assert abs(float(want_s)) > 0.3  # not trivially zero: the test would catch a sign or a missing term
+
+
+def test_grid_kl_floor_and_sensitivity():
+  """kl_grid on exact draws of the mixture is near 0; on draws re-weighted to w' (components kept whole) it is
+  the weights' KL sum_k w_k log(w_k / w'_k) (the components barely overlap), far above the floor."""
+  ds = get_toy("mixture")
+  x = np.asarray(ds.sample(jax.random.PRNGKey(0), 20000))
+  floor = dde.grid_kls(x, ds, 1.0, 14.0, 128)["kl_grid"]
+  pos, neg = x[x[:, 0] > 0][:10000], x[x[:, 0] < 0]
+  wrong = np.concatenate([pos, neg])
+  w_new = np.array([len(neg), len(pos)]) / len(wrong)  # ~ (0.29, 0.71) instead of (0.2, 0.8)
+  w = np.array([0.2, 0.8])
+  want = float(np.sum(w * np.log(w / w_new)))
+  bad = dde.grid_kls(wrong, ds, 1.0, 14.0, 128)["kl_grid"]
+  assert 0 <= floor < 0.003
+  assert bad == pytest.approx(want, abs=0.003) and want > 0.015
+  assert dde.mode_tv(x, ds) < 0.02 and dde.mode_tv(wrong, ds) == pytest.approx(abs(w_new[0] - 0.2), abs=0.01)
+
+
+def tiny(name: str, **over):
+  config = importlib.import_module(f"configs.{name}").get_config()
+  t = config.training
+  m = config.model
+  if name == "dde_toy":
+    m.dde.hidden = m.generator.hidden = (16, 16)
+    m.p_steps, m.q_steps, m.snapshot_every, m.snapshot_n, m.gen_batch_size = 10, 2, 5, 50, 64
+    t.batch_size = 64
+    config.sampling.n_samples = 500
+    config.eval.grid_n = 64
+  else:
+    m.dde.hidden = m.generator.hidden = 8
+    m.dde.n_layers = m.generator.n_layers = 2
+    m.p_steps, m.q_steps, m.snapshot_every, m.snapshot_n, m.gen_batch_size = 10, 2, 5, 4, 8
+    t.batch_size = 8
+    config.sampling.n_samples = 16
+    config.eval.enabled = False
+  m.n_snapshots = 2
+  t.n_iters, t.log_every, t.ckpt_every, t.steps_per_call, t.max_to_keep = 20, 5, 10, 5, 5
+  t.progress = False
+  for k, v in over.items():
+    node = config
+    *path, leaf = k.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = v
+  return config
+
+
+def test_toy_runner_output_contract(tmp_path):
+  wd = str(tmp_path / "dde_toy")
+  res = run_lib.run(tiny("dde_toy"), wd)
+  for f in ("config.json", "metrics.jsonl", "eval.json", "samples/samples.npz", "samples/samples.png",
+            "samples/training_rounds.png", "samples/densities.png"):
+    assert os.path.exists(os.path.join(wd, f)), f
+  out = {"x": np.load(os.path.join(wd, "samples/samples.npz"))["x"],
+         "snapshots": np.load(os.path.join(wd, "samples/snapshots.npz"))["x"]}
+  chex.assert_shape(out["x"], (500, 2))
+  chex.assert_shape(out["snapshots"], (2, 50, 2))
+  assert np.all(np.isfinite(out["x"]))
+  assert not np.allclose(out["snapshots"][0], out["snapshots"][1])  # round 0 and round 5 differ
+  ev = json.load(open(os.path.join(wd, "eval.json")))
+  for k in ("kl_grid", "kl_grid_rev", "kl_grid_baseline", "mmd", "mode_tv", "weight_pos", "ep_score_rel_mse"):
+    assert isinstance(ev[k], (int, float)) and np.isfinite(ev[k]), k
+  rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
+  assert [r["step"] for r in rows] == [5, 10, 15, 20]
+  # 10 pre-training steps, then one round per step; a row holds the window's mean (rounds 1..5, then 6..10)
+  assert [r["round"] for r in rows] == [0, 0, 3, 8]
+  assert all(np.isfinite(r["loss_p"]) and np.isfinite(r["kl_hat"]) for r in rows)
+  assert rows[0]["grad_norm_g"] == 0 and rows[-1]["grad_norm_g"] > 0  # G moves only after pre-training
+  assert sorted(checkpoint.Checkpointer(wd).steps()) == [10, 20] and res["step"] == 20
+
+
+def test_frozen_ep_and_moving_generator(tmp_path):
+  """After pre-training E_p is frozen (bit-identical between steps 15 and 20); G and E_q keep changing."""
+  wd = str(tmp_path / "frozen")
+  run_lib.run(tiny("dde_toy", **{"training.n_iters": 15}), wd)
+  s15 = _state(wd, tiny("dde_toy"))[1]
+  run_lib.run(tiny("dde_toy"), wd)
+  s20 = _state(wd, tiny("dde_toy"))[1]
+  same = lambda a, b: all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in
+                          zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  assert same(s15["params"]["Ep"], s20["params"]["Ep"])
+  assert not same(s15["params"]["G"], s20["params"]["G"])
+  assert not same(s15["params"]["Eq"], s20["params"]["Eq"])
+
+
+@pytest.mark.parametrize("name", ["dde_mnist5k", "dde_mnist", "dde_fashion_mnist"])
+def test_image_configs_train_and_sample(name, request, tmp_path):
+  """Each image config with tiny DenseNets (mnist/fashion_mnist on stand-in tfds images): 20 steps, samples in
+  [0, 1] NHWC, the sample grid and the strip of training rounds."""
+  if name != "dde_mnist5k":  # mnist5k is the real offline data
+    request.getfixturevalue("standin_tfds")
+  wd = str(tmp_path / name)
+  run_lib.run(tiny(name), wd)
+  out = {"x": np.load(os.path.join(wd, "samples/samples.npz"))["x"],
+         "snapshots": np.load(os.path.join(wd, "samples/snapshots.npz"))["x"]}
+  chex.assert_shape(out["x"], (16, 28, 28, 1))
+  chex.assert_shape(out["snapshots"], (2, 4, 28, 28, 1))
+  assert np.all(np.isfinite(out["x"])) and out["x"].min() >= 0 and out["x"].max() <= 1
+  for png in ("samples.png", "training_rounds.png"):
+    assert os.path.getsize(os.path.join(wd, "samples", png)) > 0
+
+
+def test_paper_values():
+  c = importlib.import_module("configs.dde_mnist").get_config()
+  assert (c.model.sigma, c.training.batch_size, c.training.lr, c.model.latent_dim) == (0.5, 100, 1e-3, 16)
+  assert (c.model.dde.hidden, c.model.dde.n_layers, c.model.dde.act) == (256, 16, "softplus")
+  assert c.model.generator.out_act == "sigmoid" and c.model.q_steps == 10
+  assert c.training.n_iters - c.model.p_steps == 3000
+
+
+def _state(workdir, config):
+  _, method = run_lib.prepare(config, workdir)
+  return train.load_latest(config, workdir, method)
+
+
+def test_resume_equals_straight_run(tmp_path):
+  """15 steps, then the same workdir with n_iters = 20: bit-identical params (the snapshot buffer included) and
+  all three Adam states to a straight 20-step run."""
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  run_lib.run(tiny("dde_toy"), straight)
+  run_lib.run(tiny("dde_toy", **{"training.n_iters": 15}), resumed)
+  run_lib.run(tiny("dde_toy"), resumed)
+  (s1, a), (s2, b) = _state(straight, tiny("dde_toy")), _state(resumed, tiny("dde_toy"))
+  assert s1 == s2 == 20
+  la = jax.tree_util.tree_leaves({k: a[k] for k in ("params", "opt_state", "key")})
+  lb = jax.tree_util.tree_leaves({k: b[k] for k in ("params", "opt_state", "key")})
+  assert len(la) == len(lb) > 0
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("model.sigma", 0.0, "model.sigma"),
+    ("model.q_steps", 0, "model.q_steps"),
+    ("model.p_steps", 25, "training.n_iters"),
+    ("model.dde.name", "score_mlp", "model.dde.name"),
+    ("model.generator.hidden", (), "model.generator.hidden"),
+    ("model.dde.act", "cosh", "model.dde.act"),
+    ("model.antithetic", 1, "model.antithetic"),
+    ("eval.grid_n", 10, "eval.grid_n"),
+    ("data.dataset", "mnist5k", "model.dde.name"),  # the toy's MLP energy cannot take images
+])
+def test_bad_values_stop_before_compute(tmp_path, key, value, match):
+  config = tiny("dde_toy")
+  node = config
+  *path, leaf = key.split(".")
+  for p in path:
+    node = node[p]
+  with node.ignore_type():
+    node[leaf] = value
+  with pytest.raises(ConfigError, match=match) as e:
+    run_lib.run(config, str(tmp_path / "run"))
+  assert "\n" not in str(e.value)
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
