@@ -22,6 +22,7 @@ setup(
         "numpy>=1.26",
         "scipy",
         "tqdm",
+        "tensorboardX",  # DIR/tensorboard without TensorFlow
         "matplotlib",
         "absl-py",
         "scikit-learn",  # offline `digits` dataset

@@ -94,9 +94,11 @@ def _load_config(entry: str, batch_override):
     over["batch"] = str(batch_override)
   if "ngf" in over and config.model.name == "refinenet":
     config.model.ngf = int(over["ngf"])
+  if "channels" in over and config.model.name == "cond_unet":
+    config.model.channels = tuple(int(c) for c in over["channels"].split("/"))
   if "batch" in over:
     config.training.batch_size = int(over["batch"])
-  if ARGS.dtype and config.model.name == "refinenet":
+  if ARGS.dtype and config.model.name in ("refinenet", "cond_unet"):
     config.model.dtype = ARGS.dtype
   config.training.num_devices = ARGS.num_devices or 0
   return name, config
@@ -114,7 +116,7 @@ def _median_time(fn, reps):
 def bench_one(entry, batch_override):
   name, config = _load_config(entry, batch_override)
   t = config.training
-  images = config.model.name == "refinenet"
+  images = config.model.name in ("refinenet", "cond_unet")
   if images:
     dataset = _ShapeOnly(_image_shape(config))
   else:

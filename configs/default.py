@@ -41,7 +41,14 @@ def get_default_config():
   t.steps_per_call = 100       # optimizer steps fused into one compiled lax.scan call
   t.nan_policy = "stop"        # stop | skip
   t.num_devices = 0            # 0: every local device
+  t.cpu_devices = 0            # >0: split a CPU host into this many XLA devices (set before JAX starts;
+                               #     XLA:CPU runs one conv on ~one core, so 2 devices use 2 cores)
+  t.distributed = False        # multi-host: jax.distributed.initialize (run the same command on every host)
+  t.coordinator_address = ""   # host:port of process 0 ('' = auto-detect: Cloud TPU, SLURM, Open MPI)
+  t.num_processes = 0          # 0 = auto-detect
+  t.process_id = -1            # -1 = auto-detect
   t.progress = True
+  t.tensorboard = True         # DIR/tensorboard: scalars of metrics.jsonl and sample pictures
 
   config.sampling = ml_collections.ConfigDict()
   config.eval = ml_collections.ConfigDict()

@@ -43,8 +43,8 @@ def mdsm_optimal_score(dataset, x: jax.Array, sigma0: float, sigma_min: float, s
       -grad E*(x~) = sum_sigma q(sigma) p_sigma(x~) sigma^(2-p) s_sigma(x~) / (sigma0^2 sum_sigma q(sigma) p_sigma(x~) sigma^-p),
   with q the sigma distribution (quadrature on n_grid levels). Equals s_sigma0 only when every sigma is sigma0:
   MDSM's energy is a noise-pooled, rescaled score, not the score of one smoothed density."""
-  # equal probability mass per grid point: linear grid for uniform sigmas, geometric for log-uniform
-  grid = np.geomspace(sigma_min, sigma_max, n_grid) if sigma_dist == "log_uniform" else np.linspace(sigma_min, sigma_max, n_grid)
+  # equal probability mass per grid point: linear grid for (batch-)linear sigmas, geometric for log-spaced ones
+  grid = np.geomspace(sigma_min, sigma_max, n_grid) if sigma_dist in ("log_uniform", "batch_geometric") else np.linspace(sigma_min, sigma_max, n_grid)
   logps = jnp.stack([dataset.log_prob(x, float(s)) for s in grid])  # [S, B]
   # normalised weights q p_sigma sigma^-p over the grid (the denominator's terms), stably in log space
   w = jax.nn.softmax(logps - weight_power * jnp.log(jnp.asarray(grid, jnp.float32))[:, None], axis=0)

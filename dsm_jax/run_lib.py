@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from dsm_jax import data as data_lib
-from dsm_jax import methods, train
+from dsm_jax import methods, tensorboard, train
 from dsm_jax.validation import ConfigError, require
 
 SECTIONS = ("seed", "method", "data", "model", "training", "sampling", "eval")
@@ -103,8 +103,10 @@ def run(config, workdir: str, mode: str = "train", progress=None) -> dict:
   """Runs one experiment; returns the eval dict (empty for mode='sample')."""
   require(mode in MODES, "mode", f"unknown --mode={mode!r}; use one of {MODES}")
   dataset, method = prepare(config, workdir)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
+  main = train.is_main_process()  # multi-host: process 0 writes the files, every process computes
+  if main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
   timings = {}
   if mode == "train":
     tic = time.perf_counter()
@@ -122,9 +124,12 @@ def run(config, workdir: str, mode: str = "train", progress=None) -> dict:
     tic = time.perf_counter()
     samples = method.sample(params, k_sample)
     timings["sample_time_s"] = time.perf_counter() - tic
-    nonfinite = save_samples(samples, sample_dir)
-    if method.plot is not None:
-      method.plot(samples, params, sample_dir)
+    nonfinite = save_samples(samples, sample_dir) if main else {}
+    if main and method.plot is not None:
+      paths = method.plot(samples, params, sample_dir) or []
+      tb = tensorboard.maybe_writer(workdir, config)
+      tb.images(step, paths)
+      tb.close()
   if mode == "sample":
     return {}
   if mode == "eval":
@@ -139,5 +144,10 @@ def run(config, workdir: str, mode: str = "train", progress=None) -> dict:
   results.update({f"nonfinite_{k}": v for k, v in nonfinite.items()})
   results.update(timings)
   results = {k: (None if (isinstance(v, float) and not math.isfinite(v)) else v) for k, v in results.items()}
+  if not main:
+    return results
   write_json_atomic(os.path.join(workdir, "eval.json"), results)
+  tb = tensorboard.maybe_writer(workdir, config)
+  tb.scalars(step, {f"eval/{k}": v for k, v in results.items() if k != "step" and v is not None})
+  tb.close()
   return results

@@ -24,6 +24,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from dsm_jax import checkpoint as ckpt_lib
+from dsm_jax import tensorboard
 from dsm_jax.validation import ConfigError, one_of, positive, require
 
 
@@ -55,9 +56,49 @@ def validate_training(config) -> None:
           "or set config.training.num_devices")
 
 
+def setup_devices(config) -> None:
+  """Applies config.training.cpu_devices (split a CPU host into N XLA devices). It must run before JAX
+  starts its backends (experiments/run.py calls it first); later it can only warn."""
+  n = int(config.training.get("cpu_devices", 0) or 0)
+  if n < 0:
+    raise ConfigError("training.cpu_devices", f"must be >= 0, got {n}")
+  if n:
+    try:
+      jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:
+      if jax.default_backend() == "cpu" and jax.local_device_count() != n:
+        logging.warning("config.training.cpu_devices=%d ignored: JAX already started with %d CPU devices",
+                        n, jax.local_device_count())
+
+
+def setup_distributed(config) -> None:
+  """Multi-host data parallelism: with config.training.distributed, jax.distributed.initialize joins
+  this process to the others (coordinator_address / num_processes / process_id from the config, or
+  auto-detected on Cloud TPU, SLURM and Open MPI when left empty). Must run before JAX starts its
+  backends (experiments/run.py calls it first). Every process runs the same command; the 'data' mesh
+  then spans every device of every host, each host feeds its devices' slices of the global batch,
+  and process 0 writes metrics, samples and eval.json (orbax coordinates the checkpoint)."""
+  t = config.training
+  if not t.get("distributed", False):
+    return
+  n = int(t.get("num_processes", 0) or 0)
+  pid = int(t.get("process_id", -1))
+  if n < 0:
+    raise ConfigError("training.num_processes", f"must be >= 0 (0: auto-detect), got {n}")
+  if n and not 0 <= pid < n:
+    raise ConfigError("training.process_id", f"must be in [0, {n}) for num_processes={n}, got {pid}")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts; no effect on GPU/TPU
+  jax.distributed.initialize(coordinator_address=t.get("coordinator_address", "") or None,
+                             num_processes=n or None, process_id=pid if n else None)
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0
+
+
 def num_devices(config) -> int:
   want = config.training.get("num_devices", 0)
-  have = jax.local_device_count()
+  have = jax.device_count() if jax.process_count() > 1 else jax.local_device_count()
   if want and want > have:
     raise ConfigError("training.num_devices", f"asks for {want} devices but only {have} are present")
   return want or have
@@ -205,7 +246,8 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
   t = config.training
   os.makedirs(workdir, exist_ok=True)
   n_dev = num_devices(config)
-  mesh = Mesh(np.array(jax.local_devices()[:n_dev]), ("data",))
+  multi = jax.process_count() > 1
+  mesh = Mesh(np.array((jax.devices() if multi else jax.local_devices())[:n_dev]), ("data",))
   repl = NamedSharding(mesh, P())
   optimizer = make_optimizer(config)
   step_fn = (method.train_step(optimizer) if getattr(method, "train_step", None) is not None
@@ -231,7 +273,8 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
     state = jax.device_put(state, repl)
     logging.info("resumed from %s/%d", ckpt.directory, restored_step)
   start = int(state["step"])
-  writer = MetricsWriter(workdir, start)
+  writer = MetricsWriter(workdir, start) if is_main_process() else None
+  tb = tensorboard.maybe_writer(workdir, config) if is_main_process() else tensorboard.TBWriter(workdir, False)
 
   batch_sh = NamedSharding(mesh, P(None, "data"))  # [k, B, ...]: split the batch axis
   data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x0DA7A)
@@ -254,7 +297,7 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
   total = t.n_iters
   show = t.get("progress", True) if progress is None else progress
   bar = None
-  if show and start < total:
+  if show and start < total and is_main_process():
     from tqdm.auto import tqdm
     bar = tqdm(total=total, initial=start, desc=f"train {config.method}", unit="step",
                dynamic_ncols=True, mininterval=1.0)
@@ -267,6 +310,8 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
       k = nxt - step
       steps = np.arange(step, nxt, dtype=np.int32)
       xs = steps if in_graph else dataset.host_batches(steps, t.batch_size)
+      if multi and not in_graph:  # every host computes the global batch; each gives its devices' slices
+        xs = jax.make_array_from_callback(xs.shape, batch_sh, lambda idx, a=xs: a[idx])
       tic = time.perf_counter()
       state, m = chunk_jit(state, xs)
       m = jax.device_get(m)
@@ -284,7 +329,9 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
       if step % t.log_every == 0 or step == total:
         row = {"step": step, **reduce_metrics(m), "step_time": dt / k, "steps_per_sec": k / dt,
                "n_skipped": int(state["n_skipped"])}
-        writer.write(row)
+        if writer is not None:
+          writer.write(row)
+        tb.scalars(step, row)
       if bar is not None:
         bar.update(k)
         bar.set_postfix(loss=f"{float(np.mean(m['loss'])):.4g}", it_s=f"{k / dt:.1f}")
@@ -294,6 +341,7 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
   finally:
     if bar is not None:
       bar.close()
+    tb.close()
     ckpt.close()
   return TrainResult(state=state, restored_step=restored_step, mesh=mesh)
 

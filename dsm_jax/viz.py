@@ -98,3 +98,90 @@ def trajectory_strip(path: str, traj: np.ndarray, n_show: int = 8) -> str:
   s, n = traj.shape[:2]
   rows = np.transpose(traj, (1, 0, 2, 3, 4)).reshape((n * s,) + traj.shape[2:])
   return image_grid(path, rows, nrow=s)
+
+
+def scatter_on_grid(path: str, x: np.ndarray, g1: np.ndarray, g2: np.ndarray, log_density: np.ndarray,
+                    title: str = "", max_points: int = 3000, ax=None) -> str:
+  """Samples x [N, 2] over a density given on a grid: log_density [len(g2), len(g1)] (rows: 2nd coord).
+  Filled contours of exp(log_density - max) and line contours at 1, 2, 3 'sigma' levels."""
+  x = np.asarray(x)[:max_points]
+  x = x[np.all(np.isfinite(x), axis=1)]
+  own = ax is None
+  if own:
+    fig, ax = plt.subplots(figsize=(5, 5))
+  d = np.exp(np.asarray(log_density) - np.max(log_density))
+  ax.contourf(g1, g2, d, levels=20, cmap="Blues")
+  ax.contour(g1, g2, d, levels=[np.exp(-4.5), np.exp(-2.0), np.exp(-0.5)], colors="C0", linewidths=0.8)
+  ax.scatter(x[:, 0], x[:, 1], s=2, c="k", alpha=0.35)
+  ax.set_xlim(g1[0], g1[-1])
+  ax.set_ylim(g2[0], g2[-1])
+  ax.set_title(title, fontsize=9)
+  if own:
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+  return path
+
+
+def quiver_panels(path: str, points: np.ndarray, vectors: dict, g1=None, g2=None, log_density=None,
+                  suptitle: str = "") -> str:
+  """One panel per named vector field [N, 2] drawn at points [N, 2] (each panel autoscaled), over the
+  contours of a gridded log-density when given."""
+  points = np.asarray(points)
+  n = len(vectors)
+  fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.4), squeeze=False)
+  for ax, (name, v) in zip(axes[0], vectors.items()):
+    v = np.asarray(v)
+    if log_density is not None:
+      d = np.exp(np.asarray(log_density) - np.max(log_density))
+      ax.contour(g1, g2, d, levels=[np.exp(-4.5), np.exp(-2.0), np.exp(-0.5)], colors="C0", linewidths=0.8)
+    ax.scatter(points[:, 0], points[:, 1], s=4, c="k")
+    ax.quiver(points[:, 0], points[:, 1], v[:, 0], v[:, 1], color="C3", angles="xy")
+    ax.set_title(f"{name}\nmean |v| = {np.mean(np.linalg.norm(v, axis=1)):.3g}", fontsize=9)
+    if g1 is not None:
+      ax.set_xlim(g1[0], g1[-1])
+      ax.set_ylim(g2[0], g2[-1])
+    ax.set_aspect("equal")
+  if suptitle:
+    fig.suptitle(suptitle, fontsize=10)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def panels_2d(path: str, sets, titles, log_density: Optional[Callable] = None, lim: float = 10.0,
+              max_points: int = 2000, ncol: int = 0) -> str:
+  """One scatter panel per sample set [N, 2] over the same density background (log_density(pts) ->
+  [P]), e.g. a generator's samples every few rounds of training."""
+  s = len(sets)
+  ncol = ncol or min(s, 5)
+  nrow = int(np.ceil(s / ncol))
+  fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 2.8 * nrow), squeeze=False)
+  bg = None
+  if log_density is not None:
+    xx, yy, pts = _grid(lim, 120)
+    ld = np.asarray(log_density(pts)).reshape(xx.shape)
+    bg = (xx, yy, np.exp(ld - ld.max()))
+  for i, ax in enumerate(axes.ravel()):
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if i >= s:
+      ax.axis("off")
+      continue
+    if bg is not None:
+      ax.contourf(*bg, levels=15, cmap="Blues")
+    pts = np.asarray(sets[i])[:max_points]
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    ax.scatter(pts[:, 0], pts[:, 1], s=1, c="k", alpha=0.35)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_title(titles[i], fontsize=8)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

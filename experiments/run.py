@@ -52,6 +52,8 @@ def main(argv):
 
   logging.set_verbosity(logging.WARNING)
   try:
+    train.setup_devices(FLAGS.config)
+    train.setup_distributed(FLAGS.config)
     results = run_lib.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
   except (ConfigError, DataError, run_lib.RunError, checkpoint.CheckpointError,
           train.NonFiniteLossError) as e:

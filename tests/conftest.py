@@ -15,3 +15,29 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("dsm_jax", derandomize=True, database=None, deadline=None,
                           max_examples=15, print_blob=True)
 settings.load_profile("dsm_jax")
+
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def standin_tfds(monkeypatch):
+  """Stand-in for the tfds datasets that cannot be downloaded here: random uint8 images of each
+  dataset's native shape (with labels), passed through the real geometry code (crop, resize, pad).
+  Everything from ImageDataset on is the real pipeline. Yields the number of images per split."""
+  from dsm_jax.data import images
+
+  n = {"train": 64, "test": 32}
+
+  def read_split(name, split, data_dir, geo):
+    if name in images.OFFLINE_DATASETS:
+      raise AssertionError("the stand-in is for tfds datasets only")
+    rng = np.random.default_rng(abs(hash((name, split))) % 2**32)
+    x = rng.integers(0, 256, (n[split],) + images.NATIVE_SHAPE[name], dtype=np.uint8)
+    return images._apply_geometry(x, geo), rng.integers(0, 10, n[split]).astype(np.int64)
+
+  images.clear_cache()
+  monkeypatch.setattr(images, "_read_split", read_split)
+  yield n
+  images.clear_cache()

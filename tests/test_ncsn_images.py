@@ -1,0 +1,142 @@
+"""NCSN on images: the paper configs (values, and that each starts, trains and samples at tiny widths
+on stand-in data), the CPU U-Net, TensorBoard logs, and the CPU device split."""
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from dsm_jax import run_lib, sigmas as sigmas_lib, tensorboard
+from dsm_jax.models import get_model
+from dsm_jax.models.cond_unet import CondUNet
+from dsm_jax.validation import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAPER = {"ncsn_mnist": ("mnist", (28, 28, 1)), "ncsn_cifar10": ("cifar10", (32, 32, 3)),
+         "ncsn_celeba": ("celeb_a", (32, 32, 3))}
+LADDER = tuple(float(s) for s in sigmas_lib.geometric(1.0, 0.01, 10))
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_values(name):
+  c = importlib.import_module(f"configs.{name}").get_config()
+  assert c.method == "ncsn" and c.data.dataset == PAPER[name][0]
+  m, t, s = c.model, c.training, c.sampling
+  assert (m.sigma_max, m.sigma_min, m.num_scales, m.anneal_power) == (1.0, 0.01, 10, 2.0)
+  assert (t.batch_size, t.lr, t.n_iters, t.optimizer) == (128, 1e-3, 200000, "adam")
+  assert (s.eps, s.n_steps_each, s.convention, s.init_range) == (2e-5, 100, "code", (0.0, 1.0))
+  assert m.name == "refinenet" and c.data.scale == "01"
+
+
+def tiny(name, **over):
+  c = importlib.import_module(f"configs.{name}").get_config()
+  if c.model.name == "refinenet":
+    c.model.ngf = 4
+  else:
+    c.model.channels = (4, 8, 8)
+  t = c.training
+  t.n_iters, t.batch_size, t.log_every, t.ckpt_every, t.steps_per_call = 2, 4, 1, 2, 1
+  t.progress = False
+  s = c.sampling
+  s.n_samples, s.batch_size, s.n_steps_each = 4, 4, 1
+  c.eval.enabled = False
+  for k, v in over.items():
+    node = c
+    *path, leaf = k.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_config_trains_and_samples(name, standin_tfds, tmp_path):
+  c = tiny(name)
+  wd = str(tmp_path / name)
+  run_lib.run(c, wd)
+  x = np.load(f"{wd}/samples/samples.npz")["x"]
+  chex.assert_shape(x, (4,) + PAPER[name][1])
+  assert np.all(np.isfinite(x)) and x.min() >= 0.0 and x.max() <= 1.0
+  rows = [json.loads(l) for l in open(f"{wd}/metrics.jsonl")]
+  assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
+  pngs = [f for f in os.listdir(f"{wd}/samples") if f.endswith(".png")]
+  assert pngs, "no sample grid written"
+
+
+@pytest.mark.parametrize("size,c", [(28, 1), (32, 3), (64, 3), (8, 1)])
+def test_cond_unet_shapes_and_conditioning(size, c):
+  net = CondUNet(sigmas=LADDER, channels=(4, 8, 8), num_channels=c)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, size, size, c))
+  params = net.init(jax.random.PRNGKey(1), x, jnp.full((2,), 0.1))
+  out_hi = net.apply(params, x, jnp.full((2,), LADDER[0]))
+  out_lo = net.apply(params, x, jnp.full((2,), LADDER[-1]))
+  chex.assert_shape(out_hi, x.shape)
+  chex.assert_tree_all_finite((out_hi, out_lo))
+  # output / sigma (NCSNv2): a 100x smaller sigma gives a much larger score
+  assert float(jnp.abs(out_lo).mean()) > 10 * float(jnp.abs(out_hi).mean())
+  raw = CondUNet(sigmas=LADDER, channels=(4, 8, 8), num_channels=c, scale_by_sigma=False)
+  r1, r2 = raw.apply(params, x, jnp.full((2,), LADDER[0])), raw.apply(params, x, jnp.full((2,), LADDER[3]))
+  assert not np.allclose(r1, r2), "the noise level must change the output (CondInstanceNorm++ per level)"
+
+
+def test_cond_unet_rejects_bad_input():
+  net = CondUNet(sigmas=LADDER, channels=(4, 8, 8), num_channels=1)
+  with pytest.raises(ValueError, match="divisible by 4"):
+    net.init(jax.random.PRNGKey(0), jnp.zeros((1, 30, 30, 1)), jnp.ones((1,)))
+  with pytest.raises(ValueError, match="channels|shape"):
+    net.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 3)), jnp.ones((1,)))
+
+
+@pytest.mark.parametrize("over,shape,key", [
+    ({"channels": (4, 8)}, (28, 28, 1), "model.channels"),
+    ({"channels": (4, 0, 8)}, (28, 28, 1), "model.channels"),
+    ({}, (30, 30, 1), "data.image_size"),
+    ({}, (2,), "model.name"),
+    ({"dtype": "float16"}, (28, 28, 1), "model.dtype"),
+])
+def test_get_model_cond_unet_errors_name_the_key(over, shape, key):
+  m = ml_collections.ConfigDict({"name": "cond_unet", "channels": (4, 8, 8), "sigma_max": 1.0,
+                                 "sigma_min": 0.01, "num_scales": 10, "dtype": "float32"})
+  m.update(over)
+  with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    get_model(m, shape)
+
+
+def test_mnist5k_cpu_config_is_the_paper_recipe_on_a_unet():
+  c = importlib.import_module("configs.ncsn_mnist5k").get_config()
+  assert c.data.dataset == "mnist5k" and c.model.name == "cond_unet"
+  assert (c.model.sigma_max, c.model.sigma_min, c.model.num_scales) == (1.0, 0.01, 10)
+  assert (c.sampling.eps, c.sampling.n_steps_each, c.sampling.convention) == (2e-5, 100, "code")
+  assert c.training.batch_size % max(c.training.cpu_devices, 1) == 0
+
+
+def test_tensorboard_scalars_and_images(tmp_path):
+  c = tiny("ncsn_mnist5k", **{"training.n_iters": 4, "training.log_every": 2})
+  wd = str(tmp_path / "tb")
+  run_lib.run(c, wd)
+  tags = tensorboard.read_scalars(f"{wd}/tensorboard")
+  rows = [json.loads(l) for l in open(f"{wd}/metrics.jsonl")]
+  assert [s for s, _ in tags["loss"]] == [r["step"] for r in rows] == [2, 4]
+  np.testing.assert_allclose([v for _, v in tags["loss"]], [r["loss"] for r in rows], rtol=1e-6)
+  assert any(t.startswith("samples/") for t in tags), sorted(tags)
+  off = tiny("ncsn_mnist5k", **{"training.tensorboard": False})
+  run_lib.run(off, str(tmp_path / "off"))
+  assert not os.path.exists(tmp_path / "off" / "tensorboard")
+
+
+def test_cpu_devices_splits_the_host(tmp_path):
+  code = ("import ml_collections as mc, jax; from dsm_jax import train; "
+          "train.setup_devices(mc.ConfigDict({'training': {'cpu_devices': 3}})); print(jax.local_device_count())")
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+  assert out.stdout.strip().splitlines()[-1] == "3"
+  with pytest.raises(ConfigError, match="training.cpu_devices"):
+    from dsm_jax import train
+    train.setup_devices(ml_collections.ConfigDict({"training": {"cpu_devices": -1}}))
