@@ -12,6 +12,7 @@ of --reps calls after one compiling call (reported separately).
 
     python benchmarks/bench_sampling_speed.py                                  # CIFAR-10 sizes, paper values
     python benchmarks/bench_sampling_speed.py --n=8 --debm_nf=16 --ncsn_ngf=16 --ncsn_steps=10   # CPU smoke
+    python benchmarks/bench_sampling_speed.py --debm=debm_mnist5k --ncsn=ncsn_mnist5k         # the CPU configs
 """
 from __future__ import annotations
 
@@ -103,7 +104,8 @@ def main():
   lo, hi = c.sampling.init_range
   x0 = jax.random.uniform(jax.random.PRNGKey(2), (args.n,) + shape_n, minval=lo, maxval=hi)
   first, dt = _time(lambda: draw(p_n, jax.random.PRNGKey(3), x0), args.reps)
-  rows.append((f"{args.ncsn} annealed Langevin (ngf={c.model.ngf}, L={len(ladder)}, T={steps})",
+  width = f"ngf={c.model.ngf}" if "ngf" in c.model else f"{c.model.name} {tuple(c.model.get('channels', ()))}"
+  rows.append((f"{args.ncsn} annealed Langevin ({width}, L={len(ladder)}, T={steps})",
                int(len(ladder)) * steps, first, dt))
 
   print(f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), n = {args.n} samples")

@@ -38,6 +38,7 @@ def parse_args(argv=None):
                   help="devices on the 'data' mesh; on CPU the host is split into this many (0: all/1)")
   ap.add_argument("--steps_per_call", type=int, default=0, help="0: 2 for image configs, config's for toy")
   ap.add_argument("--reps", type=int, default=3, help="timed trainer calls (median reported)")
+  ap.add_argument("--chunk_mode", default="auto", help="auto (the trainer's choice) | scan | loop")
   ap.add_argument("--sample_batch", type=int, default=0, help="chains (0: 64 images, 2000 toy)")
   ap.add_argument("--sample_steps_each", type=int, default=1, help="Langevin steps per level (T)")
   ap.add_argument("--sample_reps", type=int, default=2)
@@ -152,14 +153,28 @@ def bench_one(entry, batch_override):
       return step_fn(st, batch)
     return jax.lax.scan(body, state, xs)
 
-  chunk_jit = jax.jit(chunk, in_shardings=(repl, repl if in_graph else batch_sh),
-                      out_shardings=(repl, repl), donate_argnums=(0,))
+  mode = ARGS.chunk_mode if ARGS.chunk_mode != "auto" or in_graph else train_lib.chunk_mode(config, in_graph)
+  if in_graph:
+    mode = "scan"
+  if mode == "scan":
+    chunk_jit = jax.jit(chunk, in_shardings=(repl, repl if in_graph else batch_sh),
+                        out_shardings=(repl, repl), donate_argnums=(0,))
+  else:  # the trainer's 'loop' mode: one compiled step per step (train.chunk_mode)
+    step_jit = jax.jit(step_fn, in_shardings=(repl, NamedSharding(mesh, P("data"))), out_shardings=(repl, repl),
+                       donate_argnums=(0,))
+
+    def chunk_jit(state, xs):
+      ms = []
+      for j in range(xs.shape[0]):
+        state, m = step_jit(state, xs[j])
+        ms.append(m)
+      return state, jax.tree_util.tree_map(lambda *a: jnp.stack(a), *ms)
   if in_graph:
     make_xs = lambda i: np.arange(i * k, (i + 1) * k, dtype=np.int32)
   else:
     rng = np.random.default_rng(0)
     host = rng.uniform(size=(k, t.batch_size) + dataset.shape).astype(np.float32)
-    make_xs = lambda i: jax.device_put(host, batch_sh)
+    make_xs = (lambda i: jax.device_put(host, batch_sh)) if mode == "scan" else (lambda i: host)
   tic = time.perf_counter()
   state, m = chunk_jit(state, make_xs(0))
   jax.block_until_ready(m)
@@ -173,7 +188,7 @@ def bench_one(entry, batch_override):
     jax.device_get(m)  # the trainer fetches the metrics every call
     times.append(time.perf_counter() - tic)
   call_s = statistics.median(times)
-  row = {"config": name, "backend": f"{jax.default_backend()}x{n_dev}", "batch": t.batch_size,
+  row = {"config": name, "backend": f"{jax.default_backend()}x{n_dev}", "mode": mode, "batch": t.batch_size,
          "ngf": config.model.get("ngf", "-") if images else "-", "dtype": config.model.get("dtype", "float32") if images else "f32",
          "params": n_params, "init_s": init_s, "first_call_s": first_s, "k": k,
          "step_ms": 1e3 * call_s / k, "steps_s": k / call_s, "img_s": k * t.batch_size / call_s,
@@ -214,7 +229,7 @@ def bench_one(entry, batch_override):
 
 
 def fmt_table(rows):
-  cols = [("config", "config", "{}"), ("backend", "backend", "{}"), ("batch", "batch", "{}"), ("ngf", "ngf", "{}"),
+  cols = [("config", "config", "{}"), ("backend", "backend", "{}"), ("mode", "chunk", "{}"), ("batch", "batch", "{}"), ("ngf", "ngf", "{}"),
           ("dtype", "dtype", "{}"), ("params", "params", "{:,}"), ("init_s", "init jit s", "{:.1f}"),
           ("first_call_s", "1st call s (compile)", "{:.1f}"), ("k", "steps/call", "{}"),
           ("step_ms", "ms/step", "{:.1f}"), ("steps_s", "steps/s", "{:.2f}"), ("img_s", "examples/s", "{:.1f}"),

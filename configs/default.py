@@ -38,7 +38,9 @@ def get_default_config():
   t.log_every = 100
   t.ckpt_every = 1000
   t.max_to_keep = 3
-  t.steps_per_call = 100       # optimizer steps fused into one compiled lax.scan call
+  t.steps_per_call = 100       # optimizer steps per host round trip (logging, checkpoints fall between)
+  t.chunk_mode = "auto"        # scan: steps_per_call steps in one lax.scan | loop: one compiled step per call
+                               # auto: loop for image data on CPU (convolution backward is slow in a loop), else scan
   t.nan_policy = "stop"        # stop | skip
   t.num_devices = 0            # 0: every local device
   t.cpu_devices = 0            # >0: split a CPU host into this many XLA devices (set before JAX starts;

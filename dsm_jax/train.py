@@ -43,6 +43,7 @@ def validate_training(config) -> None:
   positive(config, "training.ckpt_every", integer=True)
   positive(config, "training.max_to_keep", integer=True)
   positive(config, "training.steps_per_call", integer=True)
+  one_of(config, "training.chunk_mode", CHUNK_MODES) if "chunk_mode" in t else None
   positive(config, "training.grad_clip", allow_zero=True)
   positive(config, "training.warmup", integer=True, allow_zero=True)
   one_of(config, "training.optimizer", ("adam", "adamw", "sgd"))
@@ -240,6 +241,25 @@ def model_meta(config, data_shape=None) -> dict:
           "data_shape": None if data_shape is None else [int(d) for d in data_shape]}
 
 
+CHUNK_MODES = ("auto", "scan", "loop")
+
+
+def chunk_mode(config, in_graph: bool) -> str:
+  """How training.steps_per_call steps run: 'scan' fuses them into one lax.scan (fastest for small
+  networks: no per-step dispatch), 'loop' calls one compiled step per step from Python. 'auto' picks
+  'loop' for host-fed (image) data on the CPU backend: XLA:CPU runs a convolution's backward pass about
+  50x slower inside a while loop than outside one (benchmarks/scan_vs_step.py, docs/RESULTS.md), and
+  'scan' otherwise. In-graph (toy) data always scans."""
+  mode = config.training.get("chunk_mode", "auto")
+  if mode not in CHUNK_MODES:
+    raise ConfigError("training.chunk_mode", f"must be one of {list(CHUNK_MODES)}, got {mode!r}")
+  if in_graph:
+    return "scan"
+  if mode == "auto":
+    return "loop" if jax.default_backend() == "cpu" else "scan"
+  return mode
+
+
 def train(config, workdir: str, method, dataset, progress: Optional[bool] = None) -> TrainResult:
   """Trains (or resumes) `method` on `dataset` for config.training.n_iters steps in workdir."""
   validate_training(config)
@@ -293,6 +313,23 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
 
   chunk_jit = jax.jit(chunk, in_shardings=(repl, repl if in_graph else batch_sh),
                       out_shardings=(repl, repl), donate_argnums=(0,))
+  loop = chunk_mode(config, in_graph) == "loop"
+  if loop:  # one compiled step per call (see chunk_mode); the same pure step function, so the same updates
+    step_sh = NamedSharding(mesh, P("data"))
+    step_jit = jax.jit(step_fn, in_shardings=(repl, step_sh), out_shardings=(repl, repl), donate_argnums=(0,))
+
+  def run_chunk(state, xs):
+    if not loop:
+      if multi:  # every host computes the global batch; each gives its devices' slices
+        xs = jax.make_array_from_callback(xs.shape, batch_sh, lambda idx, a=xs: a[idx])
+      return chunk_jit(state, xs)
+    rows = []
+    for x in xs:
+      if multi:
+        x = jax.make_array_from_callback(x.shape, step_sh, lambda idx, a=x: a[idx])
+      state, m = step_jit(state, x)
+      rows.append(m)
+    return state, jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(v) for v in a]), *rows)
 
   total = t.n_iters
   show = t.get("progress", True) if progress is None else progress
@@ -310,10 +347,8 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
       k = nxt - step
       steps = np.arange(step, nxt, dtype=np.int32)
       xs = steps if in_graph else dataset.host_batches(steps, t.batch_size)
-      if multi and not in_graph:  # every host computes the global batch; each gives its devices' slices
-        xs = jax.make_array_from_callback(xs.shape, batch_sh, lambda idx, a=xs: a[idx])
       tic = time.perf_counter()
-      state, m = chunk_jit(state, xs)
+      state, m = run_chunk(state, xs) if not in_graph else chunk_jit(state, xs)
       m = jax.device_get(m)
       dt = time.perf_counter() - tic
       bad = np.nonzero(np.asarray(m["nonfinite"]) > 0)[0]

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dsm_jax import run_lib, sigmas as sigmas_lib, tensorboard
+from dsm_jax import run_lib, sigmas as sigmas_lib, tensorboard, train
 from dsm_jax.models import get_model
 from dsm_jax.models.cond_unet import CondUNet
 from dsm_jax.validation import ConfigError
@@ -140,3 +140,59 @@ def test_cpu_devices_splits_the_host(tmp_path):
   with pytest.raises(ConfigError, match="training.cpu_devices"):
     from dsm_jax import train
     train.setup_devices(ml_collections.ConfigDict({"training": {"cpu_devices": -1}}))
+
+
+IMAGE_SHARDED_SCRIPT = r"""
+import os, sys, json
+import jax, numpy as np
+sys.path.insert(0, {repo!r})
+import importlib
+from dsm_jax import run_lib, train
+assert jax.local_device_count() == 8, jax.local_device_count()
+out = {{}}
+for n, mode in ((1, "loop"), (8, "loop"), (1, "scan"), (8, "auto")):
+  cfg = importlib.import_module("configs.ncsn_mnist5k").get_config()
+  cfg.data.dataset = "digits"
+  cfg.model.channels = (4, 8, 8)
+  t = cfg.training
+  t.n_iters, t.batch_size, t.steps_per_call, t.log_every, t.ckpt_every = 6, 16, 3, 3, 6
+  t.num_devices, t.cpu_devices, t.chunk_mode, t.progress, t.tensorboard = n, 0, mode, False, False
+  wd = os.path.join({tmp!r}, f"d{{n}}_{{mode}}")
+  ds, m = run_lib.prepare(cfg, wd)
+  res = train.train(cfg, wd, m, ds, progress=False)
+  key = f"{{n}}_{{mode}}"
+  out[key] = [np.asarray(l) for l in jax.tree_util.tree_leaves(res.state["params"])]
+  out["loss" + key] = [json.loads(l)["loss"] for l in open(os.path.join(wd, "metrics.jsonl"))]
+  out["mode" + key] = train.chunk_mode(cfg, False)
+ref = out["1_loop"]
+diff = {{k: max(float(np.max(np.abs(a - b))) for a, b in zip(ref, out[k])) for k in ("8_loop", "1_scan", "8_auto")}}
+print(json.dumps({{"diff": diff, "losses": {{k: v for k, v in out.items() if k.startswith("loss")}},
+                   "auto": out["mode8_auto"]}}))
+"""
+
+
+def test_image_training_sharded_and_chunk_modes_agree(tmp_path):
+  """The conv U-Net on 8x8 digits: 8 simulated devices == 1 device, and one compiled step per call ('loop',
+  the CPU default for images) == steps fused in a lax.scan ('scan'), for the same global batch and keys."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-c", IMAGE_SHARDED_SCRIPT.format(repo=REPO, tmp=str(tmp_path))],
+                     cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+  res = json.loads(r.stdout.strip().splitlines()[-1])
+  assert res["auto"] == "loop"
+  for k, d in res["diff"].items():
+    assert d < 1e-4, (k, res)
+  l = res["losses"]
+  for k in ("loss8_loop", "loss1_scan", "loss8_auto"):
+    np.testing.assert_allclose(l["loss1_loop"], l[k], rtol=1e-4)
+  assert len(l["loss1_loop"]) == 2
+
+
+def test_chunk_mode_is_validated():
+  cfg = importlib.import_module("configs.ncsn_mnist5k").get_config()
+  cfg.training.chunk_mode = "unrolled"
+  with pytest.raises(ConfigError, match="training.chunk_mode"):
+    train.validate_training(cfg)
+  cfg.training.chunk_mode = "loop"
+  assert train.chunk_mode(cfg, in_graph=True) == "scan"  # in-graph (toy) data always scans
+  assert train.chunk_mode(cfg, in_graph=False) == "loop"
