@@ -43,7 +43,8 @@ def validate_training(config) -> None:
   positive(config, "training.ckpt_every", integer=True)
   positive(config, "training.max_to_keep", integer=True)
   positive(config, "training.steps_per_call", integer=True)
-  one_of(config, "training.chunk_mode", CHUNK_MODES) if "chunk_mode" in t else None
+  if "chunk_mode" in t:
+    one_of(config, "training.chunk_mode", CHUNK_MODES)
   positive(config, "training.grad_clip", allow_zero=True)
   positive(config, "training.warmup", integer=True, allow_zero=True)
   one_of(config, "training.optimizer", ("adam", "adamw", "sgd"))
@@ -248,7 +249,7 @@ def chunk_mode(config, in_graph: bool) -> str:
   """How training.steps_per_call steps run: 'scan' fuses them into one lax.scan (fastest for small
   networks: no per-step dispatch), 'loop' calls one compiled step per step from Python. 'auto' picks
   'loop' for host-fed (image) data on the CPU backend: XLA:CPU runs a convolution's backward pass about
-  50x slower inside a while loop than outside one (benchmarks/scan_vs_step.py, docs/RESULTS.md), and
+  50x slower inside a while loop than outside one (benchmarks/bench_conv_in_loop.py, scan_vs_step.py), and
   'scan' otherwise. In-graph (toy) data always scans."""
   mode = config.training.get("chunk_mode", "auto")
   if mode not in CHUNK_MODES:
@@ -329,7 +330,8 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
         x = jax.make_array_from_callback(x.shape, step_sh, lambda idx, a=x: a[idx])
       state, m = step_jit(state, x)
       rows.append(m)
-    return state, jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(v) for v in a]), *rows)
+    rows = jax.device_get(rows)  # one fetch after the loop: the steps still dispatch asynchronously
+    return state, jax.tree_util.tree_map(lambda *a: np.stack(a), *rows)
 
   total = t.n_iters
   show = t.get("progress", True) if progress is None else progress
