@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dsm_jax import fields
 
@@ -182,3 +183,16 @@ def tempered_langevin(score_fn, rng: Array, x0: Array, eps: float, temperatures,
   if final_denoise_sigma is not None:
     x = x + final_denoise_sigma ** 2 * score_fn(x, sig)
   return _finish(x, info, traj, thin > 0)
+
+
+def shard_chains(x: jax.Array) -> jax.Array:
+  """x [n, ...] constrained to be split over the local devices along the chain axis (inside jit), when there
+  are several and n divides evenly; else x unchanged. Chains are independent, so a sampler then runs on
+  every device (e.g. both halves of a CPU host split by training.cpu_devices). The random draws do not
+  depend on the sharding (jax's partitionable threefry), so the samples are the same as unsharded."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: PLC0415
+  devices = jax.local_devices()
+  if len(devices) < 2 or jax.process_count() > 1 or x.shape[0] % len(devices):
+    return x
+  mesh = Mesh(np.array(devices), ("chains",))
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec("chains")))

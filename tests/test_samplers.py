@@ -303,3 +303,42 @@ class SamplerJitTest(chex.TestCase):
     fn = lambda key, x0: samplers.annealed_langevin(score, key, x0, ladder, 0.05, 5, final_denoise=True,
                                                     return_traj=True)
     chex.assert_trees_all_close(self.variant(fn)(key, x0), fn(key, x0), atol=1e-5, rtol=1e-5)
+
+
+SHARD_SCRIPT = r"""
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+sys.path.insert(0, {repo!r})
+from dsm_jax import samplers, sigmas
+from dsm_jax.data.toy import get_toy
+assert jax.local_device_count() == 8
+mix = get_toy("mixture")
+score = lambda x, s: mix.score(x, s)
+ladder = sigmas.geometric(20.0, 1.0, 4)
+
+def run(shard, n):
+  def f(key):
+    x0 = jax.random.uniform(jax.random.fold_in(key, 0), (n, 2), minval=-8, maxval=8)
+    if shard:
+      x0 = samplers.shard_chains(x0)
+    return samplers.annealed_langevin(score, key, x0, ladder, 0.1, 20, convention="paper")[0]
+  out = jax.jit(f)(jax.random.PRNGKey(3))
+  return np.asarray(out), len(out.sharding.device_set)
+
+a, da = run(False, 64)
+b, db = run(True, 64)
+c, dc = run(True, 60)  # 60 chains do not split over 8 devices: left as is
+print(json.dumps({{"diff": float(np.max(np.abs(a - b))), "devices": [da, db, dc]}}))
+"""
+
+
+def test_shard_chains_splits_over_devices_and_keeps_the_samples(tmp_path):
+  import json, os, subprocess, sys  # noqa: E401
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-c", SHARD_SCRIPT.format(repo=repo)], capture_output=True, text=True,
+                     env=env, timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+  res = json.loads(r.stdout.strip().splitlines()[-1])
+  assert res["devices"] == [1, 8, 1], res
+  assert res["diff"] < 1e-4, res

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dsm_jax import sigmas, viz
+from dsm_jax import samplers, sigmas, viz
 from dsm_jax.methods.base import Method
 from dsm_jax.models import get_model
 from dsm_jax.models import unet_dae
@@ -370,10 +370,11 @@ def build(config, dataset) -> Method:
     den, dec_h = f.denoise, f.semantic_decode
     k_z, k_2s, k_x, k_po = jax.random.split(key, 4)
     keep = min(n_keep, n)
-    ch = two_stage_chain(den, dec_h, k_2s, jax.random.normal(k_z, (n, latent_dim)), sample_chains, keep)
+    z0 = samplers.shard_chains(jax.random.normal(k_z, (n, latent_dim)))  # chains split over the local devices
+    ch = two_stage_chain(den, dec_h, k_2s, z0, sample_chains, keep)
     out = {"x": ch["x"], "semantic": ch["x0"], "z_traj": ch["z_traj"], "x_traj": ch["x_traj"]}
     if s_cfg.pixel_only:  # the same number of DAE evaluations: K + T pixel steps from noise
-      x0 = jax.random.uniform(k_x, (n,) + shape, minval=lo, maxval=hi)
+      x0 = samplers.shard_chains(jax.random.uniform(k_x, (n,) + shape, minval=lo, maxval=hi))
       u_c = lambda x, k: texture_energy(den, k, x, sample_chains.sigma_pixel)
       n_po = sample_chains.latent_steps + sample_chains.pixel_steps
       out["pixel_only"], out["po_traj"], _ = langevin(u_c, k_po, x0, sample_chains.eta_pixel, n_po,

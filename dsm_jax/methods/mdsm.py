@@ -122,7 +122,7 @@ def build(config, dataset) -> Method:
 
   def _draw(params, key, n):
     k0, k1 = jax.random.split(key)
-    x0 = initial_state(k0, n, shape, s_cfg)
+    x0 = samplers.shard_chains(initial_state(k0, n, shape, s_cfg))  # chains split over the local devices
     score = fields.score_from_energy(energy_of(params))
     x, aux = samplers.tempered_langevin(score, k1, x0, s_cfg.eps, temps, thin=thin,  # Sec. 4.2
                                         final_denoise_sigma=sigma0 if s_cfg.final_denoise else None)

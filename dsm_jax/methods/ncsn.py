@@ -78,6 +78,7 @@ def build(config, dataset) -> Method:
     k0, ka, kl = jax.random.split(key, 3)
     lo, hi = s_cfg.init_range
     x0 = jax.random.uniform(k0, (n,) + shape, minval=lo, maxval=hi)  # Alg. 1: x_0 ~ U
+    x0 = samplers.shard_chains(x0)  # chains split over the local devices
     xa, aux_a = samplers.annealed_langevin(  # Alg. 1
         score_fn, ka, x0, ladder, s_cfg.eps, s_cfg.n_steps_each, convention=s_cfg.convention,
         final_denoise=s_cfg.final_denoise, return_traj=True)
