@@ -31,7 +31,7 @@ def get_config():
   t.steps_per_call = 50
   t.cpu_devices = 2          # split the 2-core host into 2 XLA devices: XLA:CPU runs a conv on ~1 core
   s = config.sampling
-  s.n_samples = 160          # 160 chains x 1,000 Langevin steps: ~5 of the 30 minutes
+  s.n_samples = 160          # 160 chains x 1,000 Langevin steps: 559 s of the 28-minute run (RESULTS.md)
   s.batch_size = 160
   s.final_denoise = True     # NCSNv2: one Tweedie step at sigma_L removes the residual noise
   return config
