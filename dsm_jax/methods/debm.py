@@ -283,14 +283,9 @@ def make_train_step(fns_of, ladder: Array, optimizer, chains: Chains, dae_steps:
 
 # ====================================================================================== config
 def ladder_from_config(config) -> Array:
-  m = config.model
-  positive(config, "model.sigma_min")
-  positive(config, "model.sigma_max")
-  require(m.sigma_max > m.sigma_min, "model.sigma_max",
-          f"must exceed model.sigma_min ({m.sigma_min}), got {m.sigma_max}")
-  positive(config, "model.num_scales", integer=True)
-  require(m.num_scales >= 2, "model.num_scales", f"the ladder needs >= 2 levels, got {m.num_scales}")
-  return sigmas.geometric(m.sigma_max, m.sigma_min, m.num_scales)
+  """S noise levels, geometric from model.sigma_max to model.sigma_min: NCSN's ladder and its checks."""
+  from dsm_jax.methods.ncsn import ladder_from_config as ncsn_ladder  # noqa: PLC0415
+  return ncsn_ladder(config)
 
 
 def _chains(config, section: str) -> Chains:
