@@ -5,7 +5,7 @@ score head, on the same batch; and the tempered Langevin sampler's steps/s.
   `train.default_train_step(method.loss_fn, make_optimizer(config), ...)` with method = mdsm.build(...):
   E(x~) by the ResNet energy, grad_x E by jax.grad inside the loss, the loss differentiated w.r.t. the
   parameters (double backprop), Adam.
-* DSM step: the same `ResNetTrunk` (same nf, stage_blocks, dtype) with a score head instead of the
+* DSM step: the same `ResNetTrunk` (same nf, stage_blocks, dtype, conv_impl) with a score head instead of the
   quadratic energy head (flattened features -> Dense(H*W*C) -> image shape), trained by
   `losses.dsm` on the same batch with the same per-example sigmas and the same optimizer: one
   backprop. The trunk dominates both, so the ratio is the price of a conservative (energy) model.
@@ -48,10 +48,11 @@ class ScoreResNet(nn.Module):
   nf: int
   stage_blocks: tuple
   dtype: jnp.dtype = jnp.float32
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, sigma=None):
-    h = ResNetTrunk(self.nf, self.stage_blocks, self.dtype, name="trunk")(x)
+    h = ResNetTrunk(self.nf, self.stage_blocks, self.dtype, self.conv_impl, name="trunk")(x)
     h = h.reshape(h.shape[0], -1).astype(jnp.float32)
     return nn.Dense(int(np.prod(x.shape[1:])), kernel_init=kernel_init, name="score")(h).reshape(x.shape)
 
@@ -78,6 +79,7 @@ def main():
   ap.add_argument("--nf", type=int, default=0, help="width override (0: the config's)")
   ap.add_argument("--blocks", default="", help="stage_blocks override, e.g. 1,1,1")
   ap.add_argument("--batch", type=int, default=0, help="batch override (0: the config's)")
+  ap.add_argument("--conv_impl", default="", help="'xla' or 'patches' for both networks (default: the config's)")
   ap.add_argument("--reps", type=int, default=5)
   ap.add_argument("--chains", type=int, default=0, help="sampler chains (0: config's sampling.batch_size)")
   ap.add_argument("--sampler_steps", type=int, default=20)
@@ -91,6 +93,8 @@ def main():
     m.stage_blocks = tuple(int(b) for b in args.blocks.split(","))
   if args.batch:
     t.batch_size = args.batch
+  if args.conv_impl:
+    m.conv_impl = args.conv_impl
   t.num_devices = 1
   shape = SHAPES.get(config.data.dataset, (32, 32, 3))
   if config.data.get("pad_to", 0):
@@ -104,7 +108,8 @@ def main():
   state_e = jax.jit(lambda k: train_lib.init_state(k, method.init_params, optimizer))(jax.random.PRNGKey(0))
 
   # --- DSM: same trunk, score head, same sigmas (mdsm.draw_sigmas), same optimizer
-  score_net = ScoreResNet(m.nf, tuple(m.stage_blocks), jnp.dtype(m.get("dtype", "float32")))
+  score_net = ScoreResNet(m.nf, tuple(m.stage_blocks), jnp.dtype(m.get("dtype", "float32")),
+                          m.get("conv_impl", "xla"))
 
   def dsm_loss(params, key, x):
     k_sig, k_noise = jax.random.split(key)
@@ -150,6 +155,7 @@ def main():
   total = config.sampling.n_flat + config.sampling.n_decay + config.sampling.n_cool
 
   print(f"# {args.config}: shape {shape}, nf {m.nf}, stage_blocks {tuple(m.stage_blocks)}, batch {t.batch_size}, "
+        f"conv_impl {m.get('conv_impl', 'xla')} (both networks), "
         f"jax {jax.__version__} {jax.default_backend()}, nproc {os.cpu_count()}, load1 {os.getloadavg()[0]:.2f}")
   for name in ("mdsm", "dsm"):
     r = rows[name]

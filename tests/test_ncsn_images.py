@@ -86,6 +86,28 @@ def test_cond_unet_shapes_and_conditioning(size, c):
   assert not np.allclose(r1, r2), "the noise level must change the output (CondInstanceNorm++ per level)"
 
 
+def test_cond_unet_gaussian_skip_is_the_score_of_the_image_mean():
+  """With the network's own output zeroed, gaussian_skip leaves exactly the score of
+  mean(x~) ~ N(m, tau^2 + sigma^2 / N) along the constant image, at every pixel; with the network on,
+  the skip adds that term and nothing else (the rest is F / sigma)."""
+  m_, tau = 0.13, 0.04
+  skip = CondUNet(sigmas=LADDER, channels=(4, 8, 8), num_channels=1, gaussian_skip=True, skip_mean=m_, skip_std=tau)
+  plain = CondUNet(sigmas=LADDER, channels=(4, 8, 8), num_channels=1, scale_by_sigma=True)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (3, 8, 8, 1)) * jnp.array([0.2, 0.6, 1.0])[:, None, None, None]
+  sig = jnp.array([1.0, 0.1, 0.01])
+  params = skip.init(jax.random.PRNGKey(1), x, sig)
+  zero = jax.tree_util.tree_map_with_path(
+      lambda p, v: jnp.zeros_like(v) if "end_conv" in jax.tree_util.keystr(p) else v, params)
+  n = 8 * 8
+  # the Gaussian's score, by autodiff of its log-density in the mean
+  logp = lambda v, s: -0.5 * (jnp.mean(v) - m_) ** 2 / (tau ** 2 + s ** 2 / n)  # noqa: E731
+  want = jnp.stack([jax.grad(logp)(x[i], sig[i]) for i in range(3)])
+  np.testing.assert_allclose(skip.apply(zero, x, sig), want, rtol=1e-5, atol=1e-6)
+  # a brighter-than-data image is pulled darker, a darker one brighter
+  assert float(want[2].mean()) < 0 and float(jnp.mean(x[2])) > m_
+  np.testing.assert_allclose(skip.apply(params, x, sig) - plain.apply(params, x, sig), want, rtol=1e-4, atol=1e-4)
+
+
 def test_cond_unet_rejects_bad_input():
   net = CondUNet(sigmas=LADDER, channels=(4, 8, 8), num_channels=1)
   with pytest.raises(ValueError, match="divisible by 4"):
@@ -100,6 +122,9 @@ def test_cond_unet_rejects_bad_input():
     ({}, (30, 30, 1), "data.image_size"),
     ({}, (2,), "model.name"),
     ({"dtype": "float16"}, (28, 28, 1), "model.dtype"),
+    ({"gaussian_skip": 1}, (28, 28, 1), "model.gaussian_skip"),
+    ({"skip_std": 0.0}, (28, 28, 1), "model.skip_std"),
+    ({"skip_mean": "dark"}, (28, 28, 1), "model.skip_mean"),
 ])
 def test_get_model_cond_unet_errors_name_the_key(over, shape, key):
   m = ml_collections.ConfigDict({"name": "cond_unet", "channels": (4, 8, 8), "sigma_max": 1.0,

@@ -74,9 +74,20 @@ def get_model(model_config, data_shape, conditional: bool = True):
     dtype = model_config.get("dtype", "float32")
     if dtype not in ("float32", "bfloat16"):
       raise ConfigError("model.dtype", f"must be 'float32' or 'bfloat16', got {dtype!r}")
+    skip = model_config.get("gaussian_skip", False)
+    if not isinstance(skip, bool):
+      raise ConfigError("model.gaussian_skip", f"must be True or False, got {skip!r}")
+    skip_mean = model_config.get("skip_mean", 0.5)
+    if not (isinstance(skip_mean, (int, float)) and not isinstance(skip_mean, bool)):
+      raise ConfigError("model.skip_mean", f"must be a number (the data's mean image brightness), got {skip_mean!r}")
+    skip_std = model_config.get("skip_std", 0.05)
+    if not (isinstance(skip_std, (int, float)) and skip_std > 0):
+      raise ConfigError("model.skip_std", f"must be a positive number, got {skip_std!r}")
     ladder = sigmas_lib.geometric(model_config.sigma_max, model_config.sigma_min, model_config.num_scales)
     return CondUNet(sigmas=tuple(float(s) for s in ladder), channels=tuple(ch), num_channels=c,
-                    scale_by_sigma=model_config.get("scale_by_sigma", True), dtype=jnp.dtype(dtype))
+                    scale_by_sigma=model_config.get("scale_by_sigma", True), gaussian_skip=skip,
+                    skip_mean=float(skip_mean), skip_std=float(skip_std),
+                    dtype=jnp.dtype(dtype))
   if name in GENERATOR_MODELS + ("conv_energy",):
     return _generator_or_conv(model_config, data_shape)
   raise ConfigError("model.name", f"unknown model {name!r}; choose from {SCORE_MODELS + ENERGY_MODELS + GENERATOR_MODELS + ('conv_energy',)}")
