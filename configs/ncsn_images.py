@@ -21,6 +21,7 @@ def ncsn_image_config(dataset: str, ngf: int):
   m.sigma_min = 0.01
   m.num_scales = 10
   m.anneal_power = 2.0       # lambda(sigma) = sigma^2
+  m.base_score = "none"      # the paper's network alone; 'gaussian': + the data's Gaussian score (gaussian_base.py)
 
   t = config.training
   t.n_iters = 200000         # paper: 200k iterations

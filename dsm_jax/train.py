@@ -146,6 +146,19 @@ def _tree_all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in leaves])) if leaves else jnp.asarray(True)
 
 
+def ema_update(ema, params, rate: float, count):
+  """The EMA of the parameters after `count` (>= 1) updates, debiased: with decay
+  d_t = rate (1 - rate^(t-1)) / (1 - rate^t) it is exactly (1 - rate) sum_s rate^(t-s) p_s / (1 - rate^t),
+  the normalised average of the parameters p_1..p_t that the optimiser produced; the initial (random)
+  parameters get no weight. (A plain ema <- rate ema + (1 - rate) p started at the initialisation keeps
+  rate^t of it: 25% after 1,400 steps at NCSNv2's 0.999, which made short CPU runs sample from a
+  quarter-random network. For long runs the two agree: d_t -> rate.)"""
+  t = jnp.asarray(count, jnp.float32)
+  r = jnp.asarray(rate, jnp.float32)
+  decay = jnp.where(t <= 1, 0.0, r * (1.0 - r ** (t - 1.0)) / jnp.maximum(1.0 - r ** t, 1e-30))
+  return jax.tree_util.tree_map(lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype), ema, params)
+
+
 def default_train_step(loss_fn: Callable, optimizer, ema_rate: float, nan_policy: str):
   """(state, batch) -> (state, metrics) for one optimizer step on loss_fn.
 
@@ -158,8 +171,7 @@ def default_train_step(loss_fn: Callable, optimizer, ema_rate: float, nan_policy
     finite = jnp.isfinite(loss) & _tree_all_finite(grads)
     updates, new_opt = optimizer.update(grads, state["opt_state"], state["params"])
     new_params = optax.apply_updates(state["params"], updates)
-    new_ema = jax.tree_util.tree_map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p,
-                                     state["ema_params"], new_params)
+    new_ema = ema_update(state["ema_params"], new_params, ema_rate, state["step"] + 1)
     keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = {
         "step": state["step"] + 1,

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -253,3 +254,21 @@ def test_eight_devices_match_one(tmp_path):
   np.testing.assert_allclose(res["l1"], res["l8"], rtol=1e-5)
   # a global batch that does not split over the devices stops before compute, naming key and fix
   assert res["bad"].startswith("config.training.batch_size: 12 is not divisible by the 8 devices"), res["bad"]
+
+
+def test_ema_is_the_debiased_average_of_the_optimised_parameters():
+  """train.ema_update after t updates = (1 - r) sum_s r^(t-s) p_s / (1 - r^t): no weight on the
+  initialisation (the plain EMA kept r^t of it), and the same decay as the plain EMA once r^t -> 0."""
+  train_lib = train
+  r = 0.9
+  init = {"w": jnp.asarray(100.0)}
+  ps = [jnp.asarray(float(v)) for v in (1.0, 2.0, -1.0, 4.0, 0.5)]
+  ema = init
+  for t, p in enumerate(ps, start=1):
+    ema = jax.jit(train_lib.ema_update, static_argnums=2)(ema, {"w": p}, r, t)
+    w = np.array([r ** (t - s) for s in range(1, t + 1)])
+    want = float(np.sum(w * np.array([float(q) for q in ps[:t]])) / np.sum(w))
+    np.testing.assert_allclose(float(ema["w"]), want, rtol=1e-5)
+  # late in a run the update is the plain EMA
+  late = train_lib.ema_update({"w": jnp.asarray(1.0)}, {"w": jnp.asarray(0.0)}, 0.999, 200000)
+  np.testing.assert_allclose(float(late["w"]), 0.999, rtol=1e-6)

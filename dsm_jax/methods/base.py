@@ -18,6 +18,7 @@ class Method:
   sample(params, key) -> {name: array}            'x' is the main sample set ([N, ...], data space)
   evaluate(params, key, samples) -> {metric: number}
   plot(samples, params, sample_dir) -> [paths]    optional pictures beyond the default
+  score(params) -> score_fn(x, sigma)              optional; the model's score as its sampler uses it
   """
   name: str
   init_params: Callable[[Any], Any]
@@ -27,6 +28,7 @@ class Method:
   sample: Optional[Callable] = None
   evaluate: Optional[Callable] = None
   plot: Optional[Callable] = None
+  score: Optional[Callable] = None
 
 
 def uniform_init(key, n: int, shape, lo: float, hi: float):

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dsm_jax import samplers, sigmas, viz
+from dsm_jax import samplers, sigmas, train, viz
 from dsm_jax.methods.base import Method
 from dsm_jax.models import get_model
 from dsm_jax.models import unet_dae
@@ -259,8 +259,7 @@ def make_train_step(fns_of, ladder: Array, optimizer, chains: Chains, dae_steps:
     params, opt = apply_updates(optimizer, g, params, opt)
     ok = ok & jnp.isfinite(cd) & _tree_finite(g)
 
-    new_ema = jax.tree_util.tree_map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p,
-                                     state["ema_params"], params)
+    new_ema = train.ema_update(state["ema_params"], params, ema_rate, state["step"] + 1)
     keep = lambda new, old: jax.tree_util.tree_map(lambda a, c: jnp.where(ok, a, c), new, old)
     new_state = {
         "step": state["step"] + 1,

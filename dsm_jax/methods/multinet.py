@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dsm_jax import train
+
 
 def tree_all_finite(tree) -> jax.Array:
   leaves = jax.tree_util.tree_leaves(tree)
@@ -54,7 +56,7 @@ def finish_step(state: dict, new_params: dict, new_opt: dict, finite, ema_rate: 
     if k in no_ema:
       ema[k] = v
     else:
-      ema[k] = jax.tree_util.tree_map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state["ema_params"][k], v)
+      ema[k] = train.ema_update(state["ema_params"][k], v, ema_rate, state["step"] + 1)
   params = keep_if(finite, new_params, state["params"])
   opt = keep_if(finite, new_opt, state["opt_state"])
   ema = keep_if(finite, ema, state["ema_params"])

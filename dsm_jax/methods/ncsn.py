@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsm_jax import evaluation, losses, samplers, sigmas, viz
+from dsm_jax import evaluation, gaussian_base, losses, samplers, sigmas, viz
 from dsm_jax.methods.base import Method
 from dsm_jax.models import get_model
 from dsm_jax.validation import ConfigError, interval, one_of, positive, require
@@ -32,8 +32,13 @@ def ladder_from_config(config) -> jnp.ndarray:
   return sigmas.geometric(m.sigma_max, m.sigma_min, m.num_scales)
 
 
+BASE_SCORES = ("none", "gaussian")
+
+
 def validate(config) -> None:
   ladder_from_config(config)
+  if "base_score" in config.model:
+    one_of(config, "model.base_score", BASE_SCORES)
   one_of(config, "sampling.method", ("annealed_langevin",))
   one_of(config, "sampling.convention", samplers.CONVENTIONS)
   one_of(config, "sampling.score", ("model", "analytic"))
@@ -53,6 +58,14 @@ def build(config, dataset) -> Method:
   shape = tuple(dataset.shape)
   images = len(shape) == 3
   net = get_model(config.model, shape, conditional=True)
+  base = None
+  if config.model.get("base_score", "none") == "gaussian":  # s = s_G + network (dsm_jax/gaussian_base.py)
+    base = gaussian_base.fit(dataset.train_images() if images else dataset.sample(
+        jax.random.PRNGKey(config.seed), 10000))
+
+  def apply(params, x, sig):
+    out = net.apply(params, x, sig)
+    return out if base is None else out + gaussian_base.score(base, x, sig)
   s_cfg = config.sampling
   n_batch = s_cfg.get("batch_size", 0) or s_cfg.n_samples
   n_traj = 8 if images else 2000  # chains kept in the trajectory (strip rows / scatter points)
@@ -61,7 +74,7 @@ def build(config, dataset) -> Method:
     return net.init(key, jnp.zeros((1,) + shape), jnp.ones((1,)))
 
   def loss_fn(params, key, batch):
-    score_fn = lambda x, sig: net.apply(params, x, sig)
+    score_fn = lambda x, sig: apply(params, x, sig)
     loss, aux = losses.ncsn(score_fn, key, batch, ladder, config.model.anneal_power)  # eqs. 5-6
     # logged as the pooled per-level mean `level_loss_<i>` (see train.reduce_metrics)
     return loss, {"level_loss_sum": aux["level_loss_sum"], "level_loss_count": aux["level_count"]}
@@ -72,7 +85,7 @@ def build(config, dataset) -> Method:
         raise ConfigError("sampling.score", f"'analytic' needs a dataset with a closed-form density, "
                                             f"{config.data.dataset!r} has none")
       return lambda x, sig: dataset.score(x, sig, s_cfg.analytic_form)
-    return lambda x, sig: net.apply(params, x, sig)
+    return lambda x, sig: apply(params, x, sig)
 
   def _draw(score_fn, key, n, compare):
     k0, ka, kl = jax.random.split(key, 3)
@@ -123,7 +136,7 @@ def build(config, dataset) -> Method:
         out["weight_pos_annealed_exact_score"] = _weight(ref["x"])
         if "langevin" in ref:
           out["weight_pos_langevin_exact_score"] = _weight(ref["langevin"])
-      net_score = lambda x, sig: net.apply(params, x, sig)
+      net_score = lambda x, sig: apply(params, x, sig)
       errs = [evaluation.score_error(net_score, dataset, jax.random.fold_in(k_score, i), float(s))
               for i, s in enumerate(np.asarray(ladder))]
       out["score_rel_mse"] = float(np.mean(errs))
@@ -154,7 +167,7 @@ def build(config, dataset) -> Method:
     return paths
 
   return Method(name="ncsn", init_params=init_params, loss_fn=loss_fn, sample=sample,
-                evaluate=evaluate, plot=plot)
+                evaluate=evaluate, plot=plot, score=score_of)
 
 
 def evaluate_images(config, dataset, samples_unit) -> dict:
