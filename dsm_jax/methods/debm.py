@@ -18,7 +18,8 @@ Energy Based Model", arXiv:2303.03887).
      (c) the contrastive (maximum-likelihood) updates
            gamma <- Adam(grad_gamma [ U_s(z_data) - U_s(z^K) ]),
            phi   <- Adam(grad_phi   [ U_c(x_data) - U_c(x^T) ]),
-         all with Adam at 5e-5.
+         all with Adam at 5e-5 (separate Adam moments for the DAE/decoder losses and the contrastive
+         terms: init_opt).
 4. Sampling: the same two-stage chain (latent Langevin, decode, pixel Langevin); for comparison,
    pixel-only Langevin on U_c from uniform noise with the same number of DAE evaluations (K + T);
    trajectory strips of both (the paper's Fig. 5).
@@ -203,8 +204,13 @@ def _tree_finite(tree) -> Array:
 
 
 def init_opt(optimizer, params) -> dict:
-  """One optimizer state per network: phi (the DAE) and gamma (h_gamma)."""
-  return {"phi": optimizer.init(params["phi"]), "gamma": optimizer.init(params["gamma"])}
+  """One optimizer state per objective and network: {'dae', 'cd'} x {'phi' (the DAE), 'gamma' (h_gamma)}.
+
+  The DAE/decoder losses and the contrastive terms keep separate Adam moments. With one shared state the
+  contrastive gradients (~20x the DAE's in norm on mnist5k: grad_norm_cd 1.1e5 vs grad_norm 5e3 at step
+  50) fill Adam's second moment and shrink every DAE step by about that factor."""
+  one = lambda: {"phi": optimizer.init(params["phi"]), "gamma": optimizer.init(params["gamma"])}
+  return {"dae": one(), "cd": one()}
 
 
 def apply_updates(optimizer, grads, params, opt_state):
@@ -244,8 +250,8 @@ def make_train_step(fns_of, ladder: Array, optimizer, chains: Chains, dae_steps:
       ok = ok & jnp.isfinite(loss) & _tree_finite(g)
       return (params, opt, ok), (aux, optax.tree.norm(g))
 
-    (params, opt, ok), (dae_aux, dae_gn) = jax.lax.scan(
-        dae_step, (params0, opt0, jnp.asarray(True)), (mbs, jax.random.split(k_dae, L)))
+    (params, opt_dae, ok), (dae_aux, dae_gn) = jax.lax.scan(
+        dae_step, (params0, opt0["dae"], jnp.asarray(True)), (mbs, jax.random.split(k_dae, L)))
 
     # (b) K latent Langevin steps on U_s from z ~ N(0, I), x^0 = h(z^K), T pixel steps on U_c
     f = fns_of(jax.lax.stop_gradient(params))
@@ -256,8 +262,9 @@ def make_train_step(fns_of, ladder: Array, optimizer, chains: Chains, dae_steps:
     # (c) contrastive updates: gamma on U_s(z_data) - U_s(z^K), phi on U_c(x_data) - U_c(x^T)
     (cd, cd_aux), g = jax.value_and_grad(
         lambda p: contrastive_loss(fns_of, p, k_cd, batch, z_k, x_t, chains), has_aux=True)(params)
-    params, opt = apply_updates(optimizer, g, params, opt)
+    params, opt_cd = apply_updates(optimizer, g, params, opt0["cd"])  # its own Adam moments (init_opt)
     ok = ok & jnp.isfinite(cd) & _tree_finite(g)
+    opt = {"dae": opt_dae, "cd": opt_cd}
 
     new_ema = train.ema_update(state["ema_params"], params, ema_rate, state["step"] + 1)
     keep = lambda new, old: jax.tree_util.tree_map(lambda a, c: jnp.where(ok, a, c), new, old)
