@@ -41,6 +41,8 @@ def debm_image_config(dataset: str, latent_steps: int, pixel_steps: int, ch_mult
   t.dae_steps = 3              # [paper] L = 3 DAE steps per iteration (Algorithm 1)
   t.latent_steps = latent_steps  # [paper] K latent Langevin steps in training ...
   t.pixel_steps = pixel_steps  # [paper] ... and T pixel steps
+  t.energy_reg = 0.0           # [paper] none; alpha > 0 adds alpha (U_data^2 + U_sample^2) to the contrastive
+                               #         terms (Du & Mordatch 2019), bounding the sample energy (debm.py)
   t.n_chains = 0               # [choice] 0: batch_size / L chains (the size of one DAE minibatch)
   t.log_every = 100
   t.ckpt_every = 5000

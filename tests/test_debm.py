@@ -176,6 +176,43 @@ def test_contrastive_step_lowers_data_energy_relative_to_samples():
     assert float(loss(wrong)[1]["cd_semantic"]) > float(before["cd_semantic"])
 
 
+def test_energy_reg_bounds_the_contrastive_energies():
+  """training.energy_reg = alpha adds alpha (mean U^2(data) + mean U^2(samples)) for both energies. On the
+  toy, Adam on the plain contrastive loss drives every energy up without bound (the toy's U_d - U_s is
+  linear in mu when v -> 0); with alpha the energies settle below 1 / (2 alpha), the samples' above the
+  data's, and the loss is the contrastive terms plus the reported regulariser."""
+  key = jax.random.PRNGKey(0)
+  params = toy_params(jax.random.PRNGKey(1), d_latent=3, optimal=False)
+  x_data = data(jax.random.PRNGKey(2), 256)
+  x_samp = 1.5 * jax.random.normal(jax.random.PRNGKey(3), (64,) + SHAPE) - 1.0
+  z_samp = 2.0 * jax.random.normal(jax.random.PRNGKey(4), (64, 3))
+  names = ("u_c_data", "u_c_sample", "u_s_data", "u_s_sample")
+
+  def train(alpha, n=400):
+    opt = optax.adam(3e-2)
+    st, p, hist = debm.init_opt(opt, params)["cd"], params, []
+    f = jax.jit(jax.value_and_grad(
+        lambda p: debm.contrastive_loss(toy_fns, p, key, x_data, z_samp, x_samp, CH, alpha), has_aux=True))
+    for _ in range(n):
+      (loss, aux), g = f(p)
+      p, st = debm.apply_updates(opt, g, p, st)
+      hist.append({k: float(v) for k, v in aux.items()} | {"loss": float(loss)})
+    return hist
+
+  free = train(0.0)
+  assert free[-1]["energy_reg"] == 0.0
+  assert min(free[-1][k] for k in names) > 1e4, free[-1]          # runaway without the regulariser
+  for alpha in (1e-3, 1e-2):
+    h = train(alpha)
+    last, prev = h[-1], h[-100]
+    assert max(last[k] for k in names) < 1 / (2 * alpha), (alpha, last)
+    assert last["u_c_sample"] > last["u_c_data"] and last["u_s_sample"] > last["u_s_data"], last
+    for k in names:  # settled
+      assert abs(last[k] - prev[k]) < 0.05 * prev[k], (alpha, k, prev[k], last[k])
+    assert last["loss"] == pytest.approx(last["cd_semantic"] + last["cd_texture"] + last["energy_reg"], rel=1e-4, abs=1e-3)
+    assert last["energy_reg"] >= alpha * sum(last[k] ** 2 for k in names) * (1 - 1e-5)  # mean of squares >= square of mean
+
+
 def test_updates_reach_the_right_network():
   """grad_gamma only from the semantic terms and the decoder loss, grad_phi only from the texture terms
   and the DAE loss (Algorithm 1), z enters h_gamma with stop_gradient."""
@@ -404,6 +441,7 @@ def test_configs_are_valid_at_full_size(name, shape, k, t):
     ("training.warmup", 10), ("sampling.eta_pixel", -0.01), ("sampling.sigma_latent", 0.0),
     ("sampling.final_denoise", 1), ("model.dae_weight", "sigma"), ("eval.ood_datasets", "svhn_cropped"),
     ("model.num_scales", 1), ("sampling.method", "annealed_langevin"), ("training.n_chains", -1),
+    ("training.energy_reg", -1e-3), ("training.energy_reg", "1e-3"),
 ])
 def test_bad_values_are_one_line_config_errors(key, value):
   config = _config("debm_cifar10")

@@ -40,6 +40,8 @@ Choices where the paper leaves room (config keys in brackets; tests/test_debm.py
     code of a noisy data point at the chain's sigma (the input h_gamma is trained to decode), with no
     gradient into alpha (the update is for gamma only).
   * the decoder loss trains gamma only: z = f_alpha(x~) enters h_gamma with stop_gradient.
+  * an energy regulariser [training.energy_reg, default 0 = the paper]: alpha (U_data^2 + U_sample^2)
+    added to each contrastive term (contrastive_loss), which bounds the sample energy at ~1 / (2 alpha).
   * sums vs means: the contrastive terms are batch means (Adam is invariant to the constant factor);
     the data term uses the whole batch, the sample term the training.n_chains chains.
   * the L DAE minibatches of Algorithm 1 are the trainer's one batch split into L equal parts
@@ -172,10 +174,16 @@ def dae_and_decoder_loss(fns_of, params, key: Array, x: Array, ladder: Array, da
 
 
 def contrastive_loss(fns_of, params, key: Array, x_data: Array, z_samples: Array, x_samples: Array,
-                     chains: Chains):
+                     chains: Chains, energy_reg: float = 0.0):
   """Algorithm 1 (c): [mean U_s(z_data) - mean U_s(z^K)] (gradient to gamma only: phi is held fixed
   in it) + [mean U_c(x_data) - mean U_c(x^T)] (gradient to phi; U_c has no gamma). Its gradient
-  lowers the energy of data relative to the chains' samples."""
+  lowers the energy of data relative to the chains' samples.
+
+  energy_reg = alpha > 0 adds alpha [mean U^2(data) + mean U^2(samples)] for each of U_s and U_c (Du &
+  Mordatch 2019's energy regulariser; not in the paper). Without it nothing bounds the sample energy: the
+  sample term's gradient is -1 per unit of U at every U, and short chains that never reach the data let
+  it grow without limit (u_c_sample 791 -> 8.6e5 on mnist5k, RESULTS.md). With it the sample term's
+  gradient vanishes at U = 1 / (2 alpha)."""
   k_code, k_s, k_c = jax.random.split(key, 3)
   sg_phi = {"phi": jax.lax.stop_gradient(params["phi"]), "gamma": params["gamma"]}
   f_sg = fns_of(sg_phi)
@@ -192,9 +200,10 @@ def contrastive_loss(fns_of, params, key: Array, x_data: Array, z_samples: Array
   us_d, us_s, uc_d, uc_s = us[:n_d], us[n_d:], uc[:n_d], uc[n_d:]
   cd_s = jnp.mean(us_d) - jnp.mean(us_s)
   cd_c = jnp.mean(uc_d) - jnp.mean(uc_s)
-  aux = {"cd_semantic": cd_s, "cd_texture": cd_c, "u_s_data": jnp.mean(us_d), "u_s_sample": jnp.mean(us_s),
+  reg = energy_reg * sum(jnp.mean(jnp.square(u)) for u in (us_d, us_s, uc_d, uc_s))
+  aux = {"energy_reg": reg, "cd_semantic": cd_s, "cd_texture": cd_c, "u_s_data": jnp.mean(us_d), "u_s_sample": jnp.mean(us_s),
          "u_c_data": jnp.mean(uc_d), "u_c_sample": jnp.mean(uc_s)}
-  return cd_s + cd_c, aux
+  return cd_s + cd_c + reg, aux
 
 
 # ====================================================================================== Algorithm 1
@@ -223,7 +232,7 @@ def apply_updates(optimizer, grads, params, opt_state):
 
 
 def make_train_step(fns_of, ladder: Array, optimizer, chains: Chains, dae_steps: int, n_chains: int,
-                    latent_dim: int, ema_rate: float, dae_weight: str = "none"):
+                    latent_dim: int, ema_rate: float, dae_weight: str = "none", energy_reg: float = 0.0):
   """(state, batch [B, H, W, C]) -> (state, metrics): one iteration of Algorithm 1, jit-able.
 
   Follows train.default_train_step's guard: if any loss or gradient of the iteration is non-finite
@@ -261,7 +270,8 @@ def make_train_step(fns_of, ladder: Array, optimizer, chains: Chains, dae_steps:
 
     # (c) contrastive updates: gamma on U_s(z_data) - U_s(z^K), phi on U_c(x_data) - U_c(x^T)
     (cd, cd_aux), g = jax.value_and_grad(
-        lambda p: contrastive_loss(fns_of, p, k_cd, batch, z_k, x_t, chains), has_aux=True)(params)
+        lambda p: contrastive_loss(fns_of, p, k_cd, batch, z_k, x_t, chains, energy_reg),
+        has_aux=True)(params)
     params, opt_cd = apply_updates(optimizer, g, params, opt0["cd"])  # its own Adam moments (init_opt)
     ok = ok & jnp.isfinite(cd) & _tree_finite(g)
     opt = {"dae": opt_dae, "cd": opt_cd}
@@ -316,6 +326,8 @@ def validate(config, shape) -> None:
           f"{t.batch_size} is not divisible by training.dae_steps = {t.dae_steps} (the batch is split into "
           "the L DAE minibatches of Algorithm 1)")
   positive(config, "training.n_chains", integer=True, allow_zero=True)
+  if "energy_reg" in t:
+    positive(config, "training.energy_reg", allow_zero=True)
   for sec in ("training", "sampling"):
     positive(config, f"{sec}.latent_steps", integer=True, allow_zero=True)
     positive(config, f"{sec}.pixel_steps", integer=True, allow_zero=True)
@@ -363,7 +375,7 @@ def build(config, dataset) -> Method:
 
   def train_step(optimizer):
     return make_train_step(fns_of, ladder, optimizer, train_chains, t.dae_steps, n_chains, latent_dim,
-                           t.ema_rate, config.model.dae_weight)
+                           t.ema_rate, config.model.dae_weight, float(t.get("energy_reg", 0.0)))
 
   # ---------------------------------------------------------------- sampling
   def _draw(params, key, n):
