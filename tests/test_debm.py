@@ -428,6 +428,7 @@ def test_configs_are_valid_at_full_size(name, shape, k, t):
     assert (config.training.latent_steps, config.training.pixel_steps) == (k, t)
     assert (config.sampling.latent_steps, config.sampling.pixel_steps) == (k, t)
     assert config.training.lr == 5e-5 and config.training.dae_steps == 3 and config.model.num_scales == 128
+    assert config.training.energy_reg == 0.0  # the paper has no energy regulariser
     assert (config.sampling.eta_latent, config.sampling.eta_pixel) == (0.1, 0.01)
     assert config.data.scale == "-11" and config.data.random_flip
   assert config.eval.ood_sigma == 0.05
