@@ -41,6 +41,7 @@ def dde_image_config(dataset: str, hidden: int = 256, n_layers: int = 16):
   m.latent_dim = 16          # (ref) --n_input 16
   m.gen_batch_size = 100     # (ref) the generator draws a data batch's worth of z
   m.antithetic = False       # (ref) one eps per example
+  m.antithetic_g = False     # (ref) one eps per generator sample; True adds -eps (E4's linear noise cancels)
   m.n_snapshots = 8          # training_rounds.png: the generator on 8 fixed z at rounds 0, snapshot_every, ...
   m.snapshot_every = 375
   m.snapshot_n = 8

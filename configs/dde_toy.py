@@ -30,6 +30,7 @@ def get_config():
   m.latent_dim = 2            # z ~ N(0, I_2) ((ref) --n_input 2 on the toys)
   m.gen_batch_size = 512      # z per E_q / generator step (project choice; (ref) the data batch size, 2048)
   m.antithetic = True         # (E2) averaged over eps and -eps: same minimiser, less gradient noise
+  m.antithetic_g = False      # (E4) with one eps per generator sample (RESULTS.md: True was measured once)
   m.n_snapshots = 8           # training_rounds.png: the generator at rounds 0, 250, ..., 1750 ...
   m.snapshot_every = 250
   m.snapshot_n = 1000         # ... on 1000 fixed z

@@ -24,6 +24,8 @@ def mdsm_image_config(dataset: str, nf: int, stage_blocks):
   m.sigma_max = 1.2            # reference cfg.py: --max_noise 1.2
   m.sigma_dist = "batch_linear"  # reference cfg.py: --noise_distribution 'lin' (linspace over the batch)
   m.weight_power = 2.0         # reference train.py: loss / sigmas^2, i.e. l(sigma) = 1/sigma^2 (eq. 10)
+  m.base_energy = "none"       # reference: the network alone; 'gaussian' adds the MDSM-optimal quadratic energy of
+                               # the training data's Gaussian fit (dsm_jax/gaussian_base.py), the network corrects it
 
   t = config.training
   t.n_iters = 300000           # reference cfg.py: --n_iter 300000

@@ -14,6 +14,17 @@ collapsed to thin "1"s or white blobs far from the data (docs/RESULTS.md).
 
 This is the full-covariance form of models/cond_unet.py's `gaussian_skip` (which models only the image
 mean). Used by NCSN through config.model.base_score = 'gaussian'.
+
+MDSM's energy has no sigma input: one E(x) is fitted to all noise levels at once (losses.mdsm, eq. 10). Its
+Gaussian counterpart is the quadratic E_G(x) = 1/2 sum_k a_k (u_k . (x - mu))^2 whose a_k minimise the MDSM
+loss on the Gaussian data N(mu, Sigma). Per eigen-direction k (data variance lambda_k, noise sigma with loss
+weight w(sigma) = sigma^-weight_power, c = 1/sigma0^2) the loss is sum_sigma w [a^2 lambda + (a - c)^2 sigma^2],
+minimised at
+
+    a_k = c * sum_sigma w sigma^2 / sum_sigma w (lambda_k + sigma^2)
+
+(`mdsm_coefficients`). In directions the data do not vary in, a_k = 1/sigma0^2; in high-variance ones it is
+small. Used by MDSM through config.model.base_energy = 'gaussian': E = E_G + network.
 """
 from __future__ import annotations
 
@@ -62,3 +73,23 @@ def log_density(base: GaussianBase, x: jax.Array, sigma: jax.Array) -> jax.Array
   var = base.eigvals[None, :] + sig[:, None] ** 2
   coef = (flat - base.mean) @ base.basis
   return -0.5 * jnp.sum(coef ** 2 / var + jnp.log(var), axis=-1)
+
+
+def mdsm_coefficients(base: GaussianBase, sigmas, sigma0: float, weight_power: float) -> jax.Array:
+  """The a_k [D] of the MDSM-optimal quadratic energy for N(mu, Sigma) (module docstring), for the noise levels
+  sigmas (a 1-D array of the levels the loss sees, equally likely: e.g. the batch's spread)."""
+  sig = np.asarray(sigmas, np.float64).ravel()
+  if sig.size == 0 or np.any(sig <= 0):
+    raise ValueError(f"sigmas must be a non-empty array of positive values, got {sigmas!r}")
+  w = sig ** -float(weight_power)
+  lam = np.asarray(base.eigvals, np.float64)
+  a = np.sum(w * sig ** 2) / (np.sum(w) * lam + np.sum(w * sig ** 2)) / sigma0 ** 2
+  return jnp.asarray(a, jnp.float32)
+
+
+def quadratic_energy(base: GaussianBase, coef: jax.Array, x: jax.Array) -> jax.Array:
+  """1/2 sum_k coef_k (u_k . (x - mu))^2 for x [B, ...]; [B]."""
+  flat = x.reshape(x.shape[0], -1)
+  chex.assert_axis_dimension(flat, 1, base.mean.shape[0])
+  proj = (flat - base.mean.astype(flat.dtype)) @ base.basis.astype(flat.dtype)
+  return 0.5 * jnp.sum(coef.astype(flat.dtype) * proj ** 2, axis=-1)

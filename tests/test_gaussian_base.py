@@ -110,3 +110,96 @@ def test_paper_configs_default_to_no_base_score():
   for name in ("ncsn_mnist", "ncsn_cifar10", "ncsn_celeba"):
     assert importlib.import_module(f"configs.{name}").get_config().model.base_score == "none", name
   assert importlib.import_module("configs.ncsn_mnist5k").get_config().model.base_score == "gaussian"
+
+
+# ------------------------------------------------------------------------------------ MDSM's base energy
+def test_mdsm_coefficients_minimise_the_mdsm_loss_of_gaussian_data():
+  """E_G(x) = 1/2 sum_k a_k (u_k . (x - mu))^2 with a_k from mdsm_coefficients: on N(mu, Sigma) data the
+  Monte Carlo MDSM loss (losses.mdsm, batch_linear sigmas) matches its closed form sum_k sum_s w [a^2 lambda_k +
+  (a - c)^2 s^2] / n_s, and scaling every a_k by 0.8 or 1.2, or one a_k by 1.5, costs what the closed form says
+  (common random numbers). The direction that never varies gets a = 1/sigma0^2."""
+  from dsm_jax import losses  # noqa: PLC0415
+  x, mu, cov = _gaussian_data(n=50000, seed=4)
+  base = gaussian_base.fit(x)
+  s0, sig = 0.1, np.linspace(0.05, 1.2, 512)
+  a = gaussian_base.mdsm_coefficients(base, sig, s0, 2.0)
+  lam = np.asarray(base.eigvals, np.float64)
+  assert float(a[np.argmin(lam)]) == pytest.approx(1 / s0 ** 2, rel=1e-3)
+  assert np.all(np.diff(np.asarray(a)[np.argsort(lam)]) <= 1e-3)  # more data variance, weaker pull
+
+  def closed(coef):
+    c, w = 1 / s0 ** 2, sig ** -2.0
+    return float(np.sum([np.mean(w * (ak ** 2 * lk + (ak - c) ** 2 * sig ** 2)) for ak, lk in zip(coef, lam)]))
+
+  bump = np.ones(5)
+  bump[np.argmax(lam)] = 1.5
+  variants = [np.asarray(a, np.float64) * f for f in (1.0, 0.8, 1.2)] + [np.asarray(a, np.float64) * bump]
+  rng = np.random.default_rng(5)
+
+  @jax.jit
+  def all_losses(key, data):
+    return jnp.stack([losses.mdsm(lambda v, _s, c=jnp.asarray(c, jnp.float32): gaussian_base.quadratic_energy(
+        base, c, v), key, data, jnp.asarray(sig, jnp.float32), s0)[0] for c in variants])
+
+  runs = np.stack([np.asarray(all_losses(jax.random.PRNGKey(i), jnp.asarray(
+      rng.multivariate_normal(mu, cov, size=512), jnp.float32))) for i in range(60)])
+  mean, se = runs.mean(0), runs.std(0) / np.sqrt(len(runs))
+  assert abs(mean[0] - closed(variants[0])) < 4 * se[0] + 0.01 * mean[0]
+  for j in (1, 2, 3):
+    excess = runs[:, j] - runs[:, 0]
+    want = closed(variants[j]) - closed(variants[0])
+    assert want > 0 and excess.mean() > 0
+    assert abs(excess.mean() - want) < 4 * excess.std() / np.sqrt(len(excess)) + 0.05 * want
+  with pytest.raises(ValueError, match="positive"):
+    gaussian_base.mdsm_coefficients(base, np.array([0.1, 0.0]), s0, 2.0)
+
+
+def _mdsm_toy_config(base_energy):
+  from configs.mdsm_toy import get_config  # noqa: PLC0415
+  c = get_config()
+  c.model.base_energy = base_energy
+  c.model.hidden = (8, 8)
+  return c
+
+
+def test_mdsm_base_energy_adds_the_quadratic_and_nothing_else():
+  """MDSM with model.base_energy='gaussian': its loss is eq. 10 for the network's energy + E_G of the training
+  data, with the coefficients for the configured sigma distribution; 'none' is the network alone."""
+  from dsm_jax import losses  # noqa: PLC0415
+  from dsm_jax.data.pipeline import get_dataset  # noqa: PLC0415
+  from dsm_jax.methods.mdsm import draw_sigmas, sigma_levels  # noqa: PLC0415
+  from dsm_jax.models import get_model  # noqa: PLC0415
+  c_plain, c_base = _mdsm_toy_config("none"), _mdsm_toy_config("gaussian")
+  ds = get_dataset(c_plain.data, c_plain.seed)
+  plain, with_base = methods.build(c_plain, ds), methods.build(c_base, ds)
+  params = plain.init_params(jax.random.PRNGKey(0))
+  key, batch = jax.random.PRNGKey(1), ds.sample(jax.random.PRNGKey(2), 64)
+  l_plain, l_base = float(plain.loss_fn(params, key, batch)[0]), float(with_base.loss_fn(params, key, batch)[0])
+  assert np.isfinite(l_base) and abs(l_base - l_plain) > 1e-3 * abs(l_plain)
+  m = c_base.model
+  base = gaussian_base.fit(np.asarray(ds.sample(jax.random.PRNGKey(c_base.seed), 10000)))
+  coef = gaussian_base.mdsm_coefficients(base, sigma_levels(m, c_base.training.batch_size), m.sigma0,
+                                         m.weight_power)
+  net = get_model(m, (2,))
+  k_sig, k_noise = jax.random.split(key)
+  want, _ = losses.mdsm(lambda v, s: net.apply(params, v) + gaussian_base.quadratic_energy(base, coef, v), k_noise,
+                        batch, draw_sigmas(k_sig, 64, m), m.sigma0, m.weight_power)
+  np.testing.assert_allclose(l_base, float(want), rtol=1e-5)
+  with pytest.raises(ConfigError, match=r"model\.base_energy"):
+    methods.build(_mdsm_toy_config("wiener"), ds)
+
+
+@pytest.mark.parametrize("dist", ["uniform", "log_uniform", "batch_linear", "batch_geometric"])
+def test_sigma_levels_stand_for_the_sigma_distribution(dist):
+  from dsm_jax.methods.mdsm import sigma_levels  # noqa: PLC0415
+  c = _mdsm_toy_config("gaussian")
+  m = c.model
+  m.sigma_dist, m.sigma_min, m.sigma_max = dist, 0.1, 3.0
+  lv = sigma_levels(m, 64)
+  assert lv.min() >= 0.1 - 1e-6 and lv.max() <= 3.0 + 1e-6
+  if dist.startswith("batch_"):
+    assert len(lv) == 64 and lv[0] == pytest.approx(0.1) and lv[-1] == pytest.approx(3.0)
+  # the mean of the levels is the distribution's mean
+  want = {"uniform": 1.55, "log_uniform": 2.9 / np.log(30), "batch_linear": 1.55,
+          "batch_geometric": np.mean(np.geomspace(0.1, 3.0, 64))}[dist]
+  assert np.mean(lv) == pytest.approx(want, rel=1e-3)

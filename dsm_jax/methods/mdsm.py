@@ -13,6 +13,9 @@ at x_0 = 0.5 + N(0, I) and run through the reference schedule (T = 100 for 500 s
 T = 1, 200 steps to 0) in batches of sampling.batch_size; samples.npz holds x in [0, 1] NHWC, with an
 image grid and a trajectory strip. Evaluation: the image pipeline's feature FID/KID (the same route as
 NCSN) and the energy as an out-of-distribution score (dsm_jax.ood, score -E(x)).
+model.base_energy = 'gaussian' (not in the paper) makes E = E_G + network, with E_G the quadratic energy of the
+training data's Gaussian fit that minimises eq. 10 for Gaussian data (dsm_jax/gaussian_base.py); the network
+learns only the non-Gaussian part, as NCSN's base_score does for scores.
 """
 from __future__ import annotations
 
@@ -21,13 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsm_jax import evaluation, fields, losses, metrics, ood, samplers, sigmas, viz
+from dsm_jax import evaluation, fields, gaussian_base, losses, metrics, ood, samplers, sigmas, viz
 from dsm_jax.methods.base import Method
 from dsm_jax.methods.score_matching import temperatures_from_config, validate_temperatures
 from dsm_jax.models import get_model
 from dsm_jax.validation import ConfigError, get, interval, one_of, positive, require
 
 SIGMA_DISTS = ("uniform", "log_uniform", "batch_linear", "batch_geometric")
+BASE_ENERGIES = ("none", "gaussian")
 INITS = ("uniform", "gaussian")
 TRAJ_FRAMES = 12  # at most this many stages in the trajectory strip (plus the denoised end)
 
@@ -41,6 +45,8 @@ def validate(config) -> None:
   require(m.sigma_max > m.sigma_min, "model.sigma_max",
           f"must exceed model.sigma_min ({m.sigma_min}), got {m.sigma_max}")
   one_of(config, "model.sigma_dist", SIGMA_DISTS)
+  if "base_energy" in m:
+    one_of(config, "model.base_energy", BASE_ENERGIES)
   one_of(config, "sampling.method", ("tempered_langevin",))
   positive(config, "sampling.n_samples", integer=True)
   if "batch_size" in config.sampling:
@@ -82,6 +88,17 @@ def draw_sigmas(key, n: int, m) -> jnp.ndarray:
   return sigmas.batch_linear(n, m.sigma_min, m.sigma_max)
 
 
+def sigma_levels(m, batch_size: int) -> np.ndarray:
+  """Equally likely noise levels that stand for model.sigma_dist: the batch's own spread for batch_*, else 1,000
+  quantiles of the distribution (for the Gaussian base energy's coefficients)."""
+  if m.sigma_dist.startswith("batch_"):
+    return np.asarray(draw_sigmas(None, batch_size, m), np.float64)
+  q = (np.arange(1000) + 0.5) / 1000
+  if m.sigma_dist == "uniform":
+    return m.sigma_min + q * (m.sigma_max - m.sigma_min)
+  return m.sigma_min * (m.sigma_max / m.sigma_min) ** q
+
+
 def initial_state(key, n: int, shape, s_cfg) -> jnp.ndarray:
   """Chain starts [n, *shape]: 'gaussian' init_mean + init_std N(0, I) (reference: 0.5 + N(0, I)), or
   'uniform' over init_range."""
@@ -105,11 +122,22 @@ def build(config, dataset) -> Method:
   sigma0 = float(m.sigma0)
   n_batch = s_cfg.get("batch_size", 0) or s_cfg.n_samples
 
+  base, coef = None, None
+  if m.get("base_energy", "none") == "gaussian":  # E = E_G + network (dsm_jax/gaussian_base.py)
+    base = gaussian_base.fit(dataset.train_images() if images else dataset.sample(
+        jax.random.PRNGKey(config.seed), 10000))
+    coef = gaussian_base.mdsm_coefficients(base, sigma_levels(m, int(config.training.batch_size)), sigma0,
+                                           float(m.weight_power))
+
   def init_params(key):
     return net.init(key, jnp.zeros((1,) + shape))
 
+  def energy(params, x):
+    e = net.apply(params, x)
+    return e if base is None else e + gaussian_base.quadratic_energy(base, coef, x).astype(e.dtype)
+
   def energy_of(params):
-    return lambda x, sig: net.apply(params, x)
+    return lambda x, sig: energy(params, x)
 
   def loss_fn(params, key, batch):
     k_sig, k_noise = jax.random.split(key)
@@ -177,7 +205,7 @@ def build(config, dataset) -> Method:
     from dsm_jax.methods.ncsn import evaluate_images as image_metrics  # noqa: PLC0415
     out = image_metrics(config, dataset, samples["x"])
     e = config.eval
-    neg_energy = jax.jit(lambda x: -net.apply(params, x))  # higher = more in-distribution
+    neg_energy = jax.jit(lambda x: -energy(params, x))  # higher = more in-distribution
     out.update(ood.ood_eval(neg_energy, dataset, jax.random.fold_in(key, 0x00D), n=int(e.get("ood_n", 1000)),
                             tfds_names=tuple(e.get("ood_datasets", ())), data_dir=getattr(dataset, "data_dir", None)))
     return out
@@ -192,7 +220,7 @@ def build(config, dataset) -> Method:
     has = getattr(dataset, "has_density", False)
     ld = (lambda pts: dataset.log_prob(jnp.asarray(pts), sigma0)) if has else None
     paths = [viz.scatter_2d(f"{sample_dir}/samples.png", samples["x"], ld, "MDSM samples", lim)]
-    learned = lambda pts: -np.asarray(net.apply(params, jnp.asarray(pts)))
+    learned = lambda pts: -np.asarray(energy(params, jnp.asarray(pts)))
     panels = {"learned -E(x)": learned}
     if has:
       panels["true log p_sigma0(x)"] = lambda pts: np.asarray(dataset.log_prob(jnp.asarray(pts), sigma0))
