@@ -203,3 +203,11 @@ def test_sigma_levels_stand_for_the_sigma_distribution(dist):
   want = {"uniform": 1.55, "log_uniform": 2.9 / np.log(30), "batch_linear": 1.55,
           "batch_geometric": np.mean(np.geomspace(0.1, 3.0, 64))}[dist]
   assert np.mean(lv) == pytest.approx(want, rel=1e-3)
+
+
+def test_mdsm_paper_configs_default_to_no_base_energy():
+  """The paper's MDSM has no base energy; the CPU config mdsm_mnist5k opts in (RESULTS.md, stop 17)."""
+  import importlib  # noqa: PLC0415
+  for name in ("mdsm_fashion_mnist", "mdsm_cifar10", "mdsm_celeba"):
+    assert importlib.import_module(f"configs.{name}").get_config().model.base_energy == "none", name
+  assert importlib.import_module("configs.mdsm_mnist5k").get_config().model.base_energy == "gaussian"
