@@ -210,6 +210,7 @@ class _Shape:
 def _method_config(**over):
   c = importlib.import_module("configs.mdsm_mnist5k").get_config()
   c.model.nf, c.model.stage_blocks = 2, (1,)
+  c.model.base_energy = "none"  # eq. 10 of the network alone (the base energy: tests/test_gaussian_base.py)
   for k, v in over.items():
     node = c
     *path, leaf = k.split(".")
