@@ -65,12 +65,17 @@ def test_tweedie_denoiser_of_the_base_is_the_wiener_filter():
   assert mse(den) < 0.9 * min(mse(noisy), mse(np.broadcast_to(mu, clean.shape)))
 
 
-def _toy_config(base_score):
-  from configs.ncsn_toy import get_config  # noqa: PLC0415
-  c = get_config()
-  c.model.base_score = base_score
+def _small_toy(config_name, key, value):
+  """configs/<config_name>.py with model.<key> = value and a small network."""
+  import importlib  # noqa: PLC0415
+  c = importlib.import_module(f"configs.{config_name}").get_config()
+  c.model[key] = value
   c.model.hidden = (8, 8)
   return c
+
+
+def _toy_config(base_score):
+  return _small_toy("ncsn_toy", "base_score", base_score)
 
 
 def test_ncsn_base_score_adds_the_gaussian_and_nothing_else():
@@ -155,11 +160,7 @@ def test_mdsm_coefficients_minimise_the_mdsm_loss_of_gaussian_data():
 
 
 def _mdsm_toy_config(base_energy):
-  from configs.mdsm_toy import get_config  # noqa: PLC0415
-  c = get_config()
-  c.model.base_energy = base_energy
-  c.model.hidden = (8, 8)
-  return c
+  return _small_toy("mdsm_toy", "base_energy", base_energy)
 
 
 def test_mdsm_base_energy_adds_the_quadratic_and_nothing_else():
