@@ -39,6 +39,7 @@ def dde_image_config(dataset: str, hidden: int = 256, n_layers: int = 16):
   m.g_steps = 1
   m.g_lr = 1e-3              # (ref) --lr 0.001 for every network
   m.latent_dim = 16          # (ref) --n_input 16
+  m.latent_std = 1.0         # (ref) z ~ N(0, I); G sees latent_std * z
   m.gen_batch_size = 100     # (ref) the generator draws a data batch's worth of z
   m.antithetic = False       # (ref) one eps per example
   m.antithetic_g = False     # (ref) one eps per generator sample; True adds -eps (E4's linear noise cancels)

@@ -58,6 +58,8 @@ def debm_image_config(dataset: str, latent_steps: int, pixel_steps: int, ch_mult
   s.sigma_latent = 0.1         # [choice] one fixed sigma per stage, shared by training, sampling and the
   s.sigma_pixel = 0.1          #          contrastive terms; 0.1 keeps eta_2 = 0.01 stable (eta_2/(2 sigma^2) = 0.5)
   s.final_denoise = True       # [choice] output r_phi(x^T, sigma_pixel), the DAE's posterior mean
+  s.latent_init = "normal"     # [paper] z^0 ~ N(0, I); 'data_gaussian': the Gaussian of the training codes
+  s.latent_fit_n = 2000        # training images whose codes 'data_gaussian' fits
   s.pixel_only = True          # [paper] pixel-only Langevin from noise, K + T steps, for comparison
   s.n_samples = 1000           # [choice] for feature FID/KID
   s.batch_size = 100           # chains per compiled sampler call

@@ -34,7 +34,15 @@ Metrics (`evaluate_samples`), on at most `max_n` finite samples (clipped to [0, 
   * feature_classifier_test_acc: the classifier's accuracy on the test split (a weak classifier gives a
     weak feature space);
   * n_nonfinite_eval: samples dropped for non-finite values. With fewer than 2 finite samples left the
-    metric values are NaN (eval.json writes null).
+    metric values are NaN (eval.json writes null);
+  * class_confident_frac: the fraction of samples the classifier assigns to one class with softmax
+    probability >= CONFIDENT (0.9): a direct measure of "recognisable" digits or objects;
+    class_confident_frac_real_baseline: the same for as many held-out test images;
+  * class_tv: the total-variation distance (1/2 L1) between the histogram of the classifier's argmax
+    classes on the samples and the test split's label histogram: 0 when the samples cover the classes
+    in their proportions, 1 - 1/K for a sampler stuck in one of K balanced classes (mode collapse);
+    class_tv_real_baseline: the same for as many held-out test images (their classifier error plus the
+    sampling error of n draws).
 
 Usage:
   feature_fn, acc = get_classifier(dataset)            # trains once, then loads from the cache
@@ -75,7 +83,9 @@ KID_SUBSETS = 20          # random subsets averaged by KID (1 when both sets fit
 KID_SUBSET_SIZE = 1000
 
 RESULT_KEYS = ("fid_feat", "kid_feat", "fid_feat_real_baseline", "kid_feat_real_baseline", "nn_dist_mean",
-               "nn_dist_real_baseline", "feature_classifier_test_acc", "n_nonfinite_eval")
+               "nn_dist_real_baseline", "feature_classifier_test_acc", "n_nonfinite_eval", "class_confident_frac",
+               "class_confident_frac_real_baseline", "class_tv", "class_tv_real_baseline")
+CONFIDENT = 0.9           # class_confident_frac: the classifier's top softmax probability is at least this
 
 _EPOCH_TAG = 0xFEA7_0001  # seeds batch order and shifts: (tag, seed, epoch)
 _SUBSET_TAG = 0xFEA7_0002  # seeds the real-baseline training subset: (tag, seed)
@@ -356,6 +366,7 @@ def get_classifier(dataset, cache_dir: Optional[str] = None, seed: int = 0, epoc
   def feature_fn(images_unit) -> np.ndarray:
     return _batched_apply(hyper, params, images_unit, shape)[0]
 
+  feature_fn.features_and_logits = lambda images_unit: _batched_apply(hyper, params, images_unit, shape)  # type: ignore[attr-defined]
   feature_fn.hyper = hyper  # type: ignore[attr-defined]
   feature_fn.cache_path = base + ".msgpack"  # type: ignore[attr-defined]
   return feature_fn, test_acc
@@ -392,6 +403,16 @@ def _kid(f1: np.ndarray, f2: np.ndarray, seed: int) -> float:
   return fid.kid_from_features(f1, f2, n_subsets=k, subset_size=m, seed=seed)
 
 
+def class_stats(logits: np.ndarray, label_hist: np.ndarray) -> tuple[float, float]:
+  """(fraction of rows whose top softmax probability is >= CONFIDENT, total-variation distance between the
+  histogram of the rows' argmax classes and label_hist (a probability vector over the K classes))."""
+  logits = np.asarray(logits, np.float64)
+  z = logits - logits.max(-1, keepdims=True)
+  top = 1.0 / np.exp(z).sum(-1)  # the top class's softmax probability: exp(0) / sum exp(z)
+  hist = np.bincount(logits.argmax(-1), minlength=logits.shape[-1]) / len(logits)
+  return float(np.mean(top >= CONFIDENT)), float(0.5 * np.abs(hist - np.asarray(label_hist)).sum())
+
+
 def evaluate_samples(samples_unit, dataset, cache_dir: Optional[str] = None, seed: int = 0,
                      max_n: int = DEFAULT_MAX_N, epochs: int = DEFAULT_EPOCHS) -> dict:
   """Feature-space FID/KID of samples in [0, 1] ([N, H, W, C], or anything reshapeable to it) against
@@ -424,7 +445,13 @@ def evaluate_samples(samples_unit, dataset, cache_dir: Optional[str] = None, see
   n_base = min(n, len(train))
   base = train[np.sort(rng.choice(len(train), n_base, replace=False))]
   if feature_fn is not None and len(test) >= 2:
-    f_s, f_t, f_b = feature_fn(x), feature_fn(test), feature_fn(base)
+    (f_s, l_s), (f_t, l_t) = feature_fn.features_and_logits(x), feature_fn.features_and_logits(test)
+    f_b = feature_fn(base)
+    y_test = dataset.test_labels()
+    if y_test is not None:
+      label_hist = np.bincount(np.asarray(y_test, np.int64), minlength=l_t.shape[-1]) / len(y_test)
+      out["class_confident_frac"], out["class_tv"] = class_stats(l_s, label_hist)
+      out["class_confident_frac_real_baseline"], out["class_tv_real_baseline"] = class_stats(l_t[:n], label_hist)
     out["fid_feat"] = fid.fid_from_features(f_s, f_t)
     out["fid_feat_real_baseline"] = fid.fid_from_features(f_b, f_t)
     out["kid_feat"] = _kid(f_s, f_t, seed)

@@ -209,12 +209,32 @@ def test_image_configs_train_and_sample(name, request, tmp_path):
     assert os.path.getsize(os.path.join(wd, "samples", png)) > 0
 
 
+def test_latent_std_scales_the_generator_input(tmp_path):
+  """model.latent_std = c: samples are G's network at c * z for the same z draws (c = 1 is the reference),
+  and a larger c spreads the untrained generator's samples."""
+  from dsm_jax.data.pipeline import get_dataset
+  base = tiny("dde_toy")
+  ds = get_dataset(base.data)
+  out = {}
+  for c in (1.0, 3.0):
+    config = tiny("dde_toy", **{"model.latent_std": c})
+    method = dde.build(config, ds)
+    params = method.init_params(jax.random.PRNGKey(0))
+    out[c] = method.sample(params, jax.random.PRNGKey(1))["x"]
+  g_net = dde.network(base.model.generator, (2,), generator=True)
+  z = jax.random.normal(jax.random.PRNGKey(1), (base.sampling.n_samples, base.model.latent_dim))
+  np.testing.assert_allclose(out[3.0], g_net.apply(params["G"], 3.0 * z), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out[1.0], g_net.apply(params["G"], z), rtol=1e-5, atol=1e-6)
+  assert out[3.0].std(0).sum() > 1.5 * out[1.0].std(0).sum()
+
+
 def test_paper_values():
   c = importlib.import_module("configs.dde_mnist").get_config()
   assert (c.model.sigma, c.training.batch_size, c.training.lr, c.model.latent_dim) == (0.5, 100, 1e-3, 16)
   assert (c.model.dde.hidden, c.model.dde.n_layers, c.model.dde.act) == (256, 16, "softplus")
   assert c.model.generator.out_act == "sigmoid" and c.model.q_steps == 10
   assert c.training.n_iters - c.model.p_steps == 3000
+  assert c.model.latent_std == 1.0  # z ~ N(0, I)
 
 
 def _state(workdir, config):
@@ -247,6 +267,7 @@ def test_resume_equals_straight_run(tmp_path):
     ("model.dde.act", "cosh", "model.dde.act"),
     ("model.antithetic", 1, "model.antithetic"),
     ("model.antithetic_g", "yes", "model.antithetic_g"),
+    ("model.latent_std", 0.0, "model.latent_std"),
     ("eval.grid_n", 10, "eval.grid_n"),
     ("data.dataset", "mnist5k", "model.dde.name"),  # the toy's MLP energy cannot take images
 ])

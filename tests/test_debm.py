@@ -442,10 +442,12 @@ def test_configs_are_valid_at_full_size(name, shape, k, t):
     ("training.warmup", 10), ("sampling.eta_pixel", -0.01), ("sampling.sigma_latent", 0.0),
     ("sampling.final_denoise", 1), ("model.dae_weight", "sigma"), ("eval.ood_datasets", "svhn_cropped"),
     ("model.num_scales", 1), ("sampling.method", "annealed_langevin"), ("training.n_chains", -1),
-    ("training.energy_reg", -1e-3), ("training.energy_reg", "1e-3"),
+    ("training.energy_reg", -1e-3), ("training.energy_reg", "1e-3"), ("sampling.latent_init", "uniform"),
+    ("sampling.latent_fit_n", 1),
 ])
 def test_bad_values_are_one_line_config_errors(key, value):
   config = _config("debm_cifar10")
+  config.sampling.latent_init = "data_gaussian"  # so that latent_fit_n is checked
   node = config
   *path, leaf = key.split(".")
   for p in path:
@@ -457,6 +459,51 @@ def test_bad_values_are_one_line_config_errors(key, value):
   assert e.value.key == key and "\n" not in str(e.value)
   with pytest.raises(ConfigError, match="data.dataset"):
     debm.validate(_config("debm_cifar10"), (2,))
+
+
+def test_latent_gaussian_fits_the_codes_and_draw_latents_reproduces_them():
+  """sampling.latent_init = 'data_gaussian': the Gaussian of the codes of noisy training images, and
+  z^0 drawn from it has that mean and covariance; without a base z^0 ~ N(0, I) (the paper)."""
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(12, 3))
+  x = rng.normal(size=(3000, 2, 2, 3)).astype(np.float32) + 2.0
+  sig = 0.3
+  # a linear "encoder" that depends on sigma, so the fit must see the noisy images at that sigma
+  encode = lambda xb, s: xb.reshape(xb.shape[0], -1) @ jnp.asarray(a, jnp.float32) * s[:, None] / sig
+  base = debm.latent_gaussian(encode, jax.random.PRNGKey(1), x, sig, batch_size=700)
+  flat = x.reshape(len(x), -1).astype(np.float64)
+  mu_want = flat.mean(0) @ a
+  cov_want = a.T @ (np.cov(flat, rowvar=False) + sig ** 2 * np.eye(12)) @ a
+  np.testing.assert_allclose(base.mean, mu_want, atol=0.05)
+  cov = np.asarray(base.basis) @ np.diag(base.eigvals) @ np.asarray(base.basis).T
+  np.testing.assert_allclose(cov, cov_want, atol=0.1 * np.abs(cov_want).max())
+  z = np.asarray(debm.draw_latents(jax.random.PRNGKey(2), 40000, 3, base), np.float64)
+  np.testing.assert_allclose(z.mean(0), base.mean, atol=0.05)
+  np.testing.assert_allclose(np.cov(z, rowvar=False), cov, atol=0.05 * np.abs(cov).max())
+  z0 = np.asarray(debm.draw_latents(jax.random.PRNGKey(2), 40000, 3))
+  np.testing.assert_allclose(z0.mean(0), 0.0, atol=0.03)
+  np.testing.assert_allclose(np.cov(z0, rowvar=False), np.eye(3), atol=0.03)
+
+
+def test_data_gaussian_latent_init_samples_from_the_codes(tmp_path):
+  """The method's sampler with latent_init = 'data_gaussian' starts its chains at codes like the data's:
+  with K = 0 latent steps, x^0 = h(z^0) and the decoded starts differ from the paper's N(0, I) ones."""
+  from dsm_jax.data.pipeline import get_dataset
+  config = tiny("debm_mnist5k", **{"data.dataset": "digits", "data.data_dir": str(tmp_path / "tfds")})
+  s = config.sampling
+  s.latent_steps, s.pixel_steps, s.pixel_only, s.latent_fit_n = 0, 1, False, 50
+  ds = get_dataset(config.data)
+  out = {}
+  for init in ("normal", "data_gaussian"):
+    s.latent_init = init
+    method = debm.build(config, ds)
+    params = method.init_params(jax.random.PRNGKey(0))
+    out[init] = method.sample(params, jax.random.PRNGKey(3))
+    assert out[init]["x"].shape == (6, 8, 8, 1) and np.all(np.isfinite(out[init]["x"]))
+  assert not np.allclose(out["normal"]["semantic"], out["data_gaussian"]["semantic"])
+  # determinism given the key
+  again = method.sample(params, jax.random.PRNGKey(3))
+  np.testing.assert_array_equal(again["x"], out["data_gaussian"]["x"])
 
 
 # ------------------------------------------------------------------------------------------ end to end (slow)

@@ -204,8 +204,32 @@ def test_real_images_score_near_the_baseline_and_far_below_noise(trained, digits
   for bad in ("noise", "const"):
     assert out[bad]["fid_feat"] > 10 * base and out[bad]["fid_feat"] > 10 * out["real"]["fid_feat"]
     assert out[bad]["kid_feat"] > 10 * abs(out["real"]["kid_feat"]) + 10 * abs(out["real"]["kid_feat_real_baseline"])
+  # recognisable: real digits are classified confidently and in the test split's class proportions;
+  # noise and a constant image are not, and each constant image falls into a single class
+  real_r = out["real"]
+  assert real_r["class_confident_frac"] > 0.6 and real_r["class_confident_frac_real_baseline"] > 0.6
+  assert real_r["class_tv"] < 0.15 and real_r["class_tv_real_baseline"] < 0.15
+  assert out["const"]["class_tv"] > 0.85  # one class of ten: 1 - 0.1 up to the label histogram
+  assert out["noise"]["class_tv"] > 0.4
+  assert out["noise"]["class_confident_frac"] < 0.5 * real_r["class_confident_frac"]
+  assert out["const"]["class_confident_frac"] < 0.5 * real_r["class_confident_frac"]
+  assert len({r["class_confident_frac_real_baseline"] for r in out.values()}) == 1
   # deterministic
   assert fm.evaluate_samples(real, digits, cache_dir=cache) == out["real"]
+
+
+def test_class_stats_against_hand_computed_values():
+  # rows: confident class 0, unsure between 1 and 2, confident class 2, just below the threshold for 1
+  below = fm.CONFIDENT - 0.01
+  logits = np.log(np.array([[0.95, 0.03, 0.02], [0.1, 0.45, 0.45], [0.0, 0.05, 0.95],
+                            [(1 - below) / 2, below, (1 - below) / 2]]) + 1e-300)
+  frac, tv = fm.class_stats(logits, np.array([0.5, 0.25, 0.25]))
+  assert frac == 0.5  # the two rows at 0.95
+  # argmax classes 0, 1 (first of the tie), 2, 1 -> histogram (0.25, 0.5, 0.25): TV = (0.25 + 0.25) / 2
+  assert tv == pytest.approx(0.25)
+  assert fm.class_stats(logits[[0, 0]], np.array([1.0, 0.0, 0.0])) == (1.0, 0.0)
+  # shifting the logits changes nothing
+  assert fm.class_stats(logits + 1e3, np.array([0.5, 0.25, 0.25])) == pytest.approx((frac, tv))
 
 
 def test_nn_dist_is_zero_for_training_images_and_positive_for_held_out(trained, digits):

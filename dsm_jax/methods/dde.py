@@ -209,6 +209,8 @@ def validate(config, dataset) -> None:
   if "antithetic_g" in config.model:
     a_g = config.model.antithetic_g
     require(isinstance(a_g, bool), "model.antithetic_g", f"must be True or False, got {a_g!r}")
+  if "latent_std" in config.model:
+    positive(config, "model.latent_std")
   n_iters, p_steps = get(config, "training.n_iters"), config.model.p_steps
   require(isinstance(n_iters, int) and n_iters > p_steps, "training.n_iters",
           f"must exceed model.p_steps ({p_steps}, the E_p pre-training steps) so that generator rounds run, "
@@ -231,6 +233,7 @@ def build(config, dataset) -> Method:
   sigma, latent = float(m.sigma), int(m.latent_dim)
   p_steps, q_steps, g_steps = int(m.p_steps), int(m.q_steps), int(m.g_steps)
   n_gen, antithetic, antithetic_g = int(m.gen_batch_size), bool(m.antithetic), bool(m.get("antithetic_g", False))
+  latent_std = float(m.get("latent_std", 1.0))
   n_snap = int(m.n_snapshots)
   snap_every = int(m.get("snapshot_every", 1))
   snap_n = int(m.get("snapshot_n", 1))
@@ -242,7 +245,10 @@ def build(config, dataset) -> Method:
     return -e_net.apply(p_e, x)
 
   def generate(p_g, z):
-    x = g_net.apply(p_g, z)
+    """G(z) for z ~ N(0, I): the network sees latent_std * z (1 in the reference; a larger value spreads the
+    untrained generator's outputs, whose z-independent part otherwise dominates; on mnist5k that spread is
+    lost again in training, docs/RESULTS.md)."""
+    x = g_net.apply(p_g, latent_std * z)
     chex.assert_shape(x, (z.shape[0],) + shape)
     return x
 

@@ -50,6 +50,10 @@ Choices where the paper leaves room (config keys in brackets; tests/test_debm.py
     the DAE's posterior mean (one extra network evaluation, as NCSNv2's final step).
   * pixel-only comparison: K + T pixel steps from U[data range] (each latent step also evaluates
     r_phi once, plus the cheaper h_gamma, which is not counted).
+  * the sampler's latent start [sampling.latent_init]: 'normal' is the paper's z^0 ~ N(0, I);
+    'data_gaussian' draws z^0 from the Gaussian fitted to the training data's codes
+    f_alpha(x + sigma_latent n, sigma_latent) (latent_gaussian; sampling.latent_fit_n images), so the
+    short latent chain starts where h_gamma was trained to decode. Training chains always use N(0, I).
 """
 from __future__ import annotations
 
@@ -65,14 +69,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dsm_jax import samplers, sigmas, train, viz
+from dsm_jax import gaussian_base, samplers, sigmas, train, viz
 from dsm_jax.methods.base import Method
 from dsm_jax.models import get_model
 from dsm_jax.models import unet_dae
 from dsm_jax.validation import ConfigError, get, one_of, positive, require
 
 Array = jax.Array
+_LATENT_FIT_TAG = 0x1A7E
 DAE_WEIGHTS = ("none", "inv_sigma2")
+LATENT_INITS = ("normal", "data_gaussian")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +158,24 @@ def two_stage_chain(denoise_fn, decode_h, key: Array, z0: Array, chains: Chains,
   x, x_traj, e_c = langevin(u_c, k_pix, x0, chains.eta_pixel, chains.pixel_steps, chains.noise_scale, n_keep)
   return {"z": z, "x0": x0, "x": x, "z_traj": z_traj, "x_traj": x_traj, "energy_latent": e_s,
           "energy_pixel": e_c}
+
+
+def latent_gaussian(encode, key: Array, x: np.ndarray, sigma: float, batch_size: int = 250):
+  """gaussian_base.fit of the codes f_alpha(x + sigma n, sigma) of the images x [N, H, W, C]."""
+  codes = []
+  for i, lo in enumerate(range(0, len(x), batch_size)):
+    xb = jnp.asarray(x[lo:lo + batch_size])
+    noisy = xb + sigma * jax.random.normal(jax.random.fold_in(key, i), xb.shape, xb.dtype)
+    codes.append(np.asarray(encode(noisy, jnp.full((xb.shape[0],), sigma, xb.dtype))))
+  return gaussian_base.fit(np.concatenate(codes))
+
+
+def draw_latents(key: Array, n: int, latent_dim: int, base=None) -> Array:
+  """z^0 [n, latent_dim]: N(0, I) (base None, the paper), else N(base.mean, base's covariance)."""
+  eps = jax.random.normal(key, (n, latent_dim))
+  if base is None:
+    return eps
+  return base.mean + (eps * jnp.sqrt(base.eigvals)) @ base.basis.T
 
 
 # ====================================================================================== losses
@@ -319,6 +343,12 @@ def validate(config, shape) -> None:
   ladder_from_config(config)
   one_of(config, "model.dae_weight", DAE_WEIGHTS)
   one_of(config, "sampling.method", ("two_stage",))
+  if "latent_init" in config.sampling:
+    one_of(config, "sampling.latent_init", LATENT_INITS)
+    if config.sampling.latent_init == "data_gaussian":
+      positive(config, "sampling.latent_fit_n", integer=True)
+      require(config.sampling.latent_fit_n >= 2, "sampling.latent_fit_n",
+              f"must be >= 2 to fit a Gaussian, got {config.sampling.latent_fit_n}")
   t, s, e = config.training, config.sampling, config.eval
   positive(config, "training.dae_steps", integer=True)
   positive(config, "training.batch_size", integer=True)
@@ -378,12 +408,14 @@ def build(config, dataset) -> Method:
                            t.ema_rate, config.model.dae_weight, float(t.get("energy_reg", 0.0)))
 
   # ---------------------------------------------------------------- sampling
-  def _draw(params, key, n):
+  latent_init = s_cfg.get("latent_init", "normal")
+
+  def _draw(params, key, n, base=None):
     f = fns_of(params)
     den, dec_h = f.denoise, f.semantic_decode
     k_z, k_2s, k_x, k_po = jax.random.split(key, 4)
     keep = min(n_keep, n)
-    z0 = samplers.shard_chains(jax.random.normal(k_z, (n, latent_dim)))  # chains split over the local devices
+    z0 = samplers.shard_chains(draw_latents(k_z, n, latent_dim, base))  # chains split over the local devices
     ch = two_stage_chain(den, dec_h, k_2s, z0, sample_chains, keep)
     out = {"x": ch["x"], "semantic": ch["x0"], "z_traj": ch["z_traj"], "x_traj": ch["x_traj"]}
     if s_cfg.pixel_only:  # the same number of DAE evaluations: K + T pixel steps from noise
@@ -406,11 +438,18 @@ def build(config, dataset) -> Method:
   def _columns(n_total: int, n_cols: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_total, min(n_cols, n_total + 1)).round().astype(int))
 
+  encode = jax.jit(lambda p, x, sig: fns_of(p).encode(x, sig))
+
   def sample(params, key):
+    base = None
+    if latent_init == "data_gaussian":  # z^0 from the Gaussian of the training codes (a key apart from the chains')
+      x_fit = np.asarray(dataset.train_images()[:int(s_cfg.latent_fit_n)], np.float32)
+      base = latent_gaussian(lambda x, sig: encode(params, x, sig), jax.random.fold_in(key, _LATENT_FIT_TAG),
+                             x_fit, sample_chains.sigma_latent)
     outs = []
     for i, start in enumerate(range(0, s_cfg.n_samples, n_batch)):
       n = min(n_batch, s_cfg.n_samples - start)
-      outs.append(jax.device_get(draw(params, jax.random.fold_in(key, i), n)))
+      outs.append(jax.device_get(draw(params, jax.random.fold_in(key, i), n, base)))
     first = outs[0]
     res = {k: np.concatenate([o[k] for o in outs]) for k in ("x", "semantic", "pixel_only") if k in first}
     to_unit = lambda a: np.asarray(dataset.to_unit(np.asarray(a)), np.float32)
@@ -442,7 +481,8 @@ def build(config, dataset) -> Method:
     for name in ("pixel_only", "semantic"):
       if name in samples:
         other = evaluate_images(config, dataset, samples[name])
-        for k in ("fid_feat", "kid_feat", "nn_dist_mean", "n_nonfinite_eval", "fid_inception"):
+        for k in ("fid_feat", "kid_feat", "nn_dist_mean", "n_nonfinite_eval", "fid_inception", "class_confident_frac",
+                  "class_tv"):
           out[f"{name}_{k}"] = other.get(k)
     k_eps, k_sets = jax.random.split(key)
     score = lambda x: -np.asarray(ood_energy(params, k_eps, jnp.asarray(x)))  # higher = in-distribution
