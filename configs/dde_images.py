@@ -23,7 +23,7 @@ def dense_net(hidden: int, n_layers: int, out_act: str = "none") -> ml_collectio
   return c
 
 
-def dde_image_config(dataset: str, hidden: int = 256, n_layers: int = 16):
+def dde_image_config(dataset: str, hidden: int = 256, n_layers: int = 16, gen_hidden: int = 64):
   config = get_default_config()
   config.method = "dde"
   d = config.data
@@ -40,6 +40,7 @@ def dde_image_config(dataset: str, hidden: int = 256, n_layers: int = 16):
   m.g_lr = 1e-3              # (ref) --lr 0.001 for every network
   m.latent_dim = 16          # (ref) --n_input 16
   m.latent_std = 1.0         # (ref) z ~ N(0, I); G sees latent_std * z
+  m.base_energy = "none"     # (ref) the DDEs are networks alone; 'gaussian' adds the data's smoothed Gaussian fit
   m.gen_batch_size = 100     # (ref) the generator draws a data batch's worth of z
   m.antithetic = False       # (ref) one eps per example
   m.antithetic_g = False     # (ref) one eps per generator sample; True adds -eps (E4's linear noise cancels)
@@ -47,7 +48,7 @@ def dde_image_config(dataset: str, hidden: int = 256, n_layers: int = 16):
   m.snapshot_every = 375
   m.snapshot_n = 8
   m.dde = dense_net(hidden, n_layers)
-  m.generator = dense_net(hidden, n_layers, out_act="sigmoid")
+  m.generator = dense_net(gen_hidden, n_layers, out_act="sigmoid")  # (ref) --n_gen_hidden 64 (dde.py default)
 
   t = config.training
   t.n_iters = m.p_steps + 3000  # + 3,000 rounds: (ref) 30,000 batches / train_gen_every 10

@@ -5,7 +5,7 @@ from configs.dde_images import dde_image_config
 
 
 def get_config():
-  config = dde_image_config("mnist5k", hidden=128, n_layers=8)
+  config = dde_image_config("mnist5k", hidden=128, n_layers=8, gen_hidden=128)  # G as wide as the DDEs (ref: 64)
   m = config.model
   m.p_steps = 3000           # E_p pre-training (the reference's E_p sees 30,000 batches)
   m.snapshot_every = 150

@@ -29,6 +29,7 @@ def get_config():
   m.g_lr = 1e-3               # generator Adam learning rate ((ref) --lr 0.001 for every network)
   m.latent_dim = 2            # z ~ N(0, I_2) ((ref) --n_input 2 on the toys)
   m.latent_std = 1.0          # (ref) z ~ N(0, I); G sees latent_std * z
+  m.base_energy = "none"      # (ref) the DDEs are networks alone; 'gaussian' adds the data's smoothed Gaussian fit
   m.gen_batch_size = 512      # z per E_q / generator step (project choice; (ref) the data batch size, 2048)
   m.antithetic = True         # (E2) averaged over eps and -eps: same minimiser, less gradient noise
   m.antithetic_g = False      # (E4) with one eps per generator sample (RESULTS.md: True was measured once)

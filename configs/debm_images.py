@@ -43,6 +43,8 @@ def debm_image_config(dataset: str, latent_steps: int, pixel_steps: int, ch_mult
   t.pixel_steps = pixel_steps  # [paper] ... and T pixel steps
   t.energy_reg = 0.0           # [paper] none; alpha > 0 adds alpha (U_data^2 + U_sample^2) to the contrastive
                                #         terms (Du & Mordatch 2019), bounding the sample energy (debm.py)
+  t.eta_latent = 0.1           # [paper] eta_1 of the training chains (sampling.eta_latent is the sampler's)
+  t.dae_pretrain = 0           # [paper] none; P > 0 runs only the L DAE / decoder steps in the first P iterations
   t.n_chains = 0               # [choice] 0: batch_size / L chains (the size of one DAE minibatch)
   t.log_every = 100
   t.ckpt_every = 5000

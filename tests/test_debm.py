@@ -5,6 +5,7 @@ small closed-form model (`toy_fns`): r(x~, s) = mu + (x~ - mu) v / (v + s^2) is 
 for data N(mu, v I), which makes expected energies computable. The U-Net is checked for shapes and the
 hand-written convolution VJP; the paper configs and the runner end to end are marked slow (each compiles
 Algorithm 1's step, minutes on a 2-core CPU)."""
+import dataclasses
 import json
 import os
 import zlib
@@ -288,6 +289,47 @@ def test_train_step_algorithm_1_and_nan_guard():
     np.testing.assert_array_equal(a, b)
 
 
+def test_dae_pretrain_runs_only_the_dae_steps_first():
+  """dae_pretrain = 2: iterations 0 and 1 make the L = 3 DAE / decoder updates and no contrastive update (its
+  Adam state untouched, its metrics NaN, algorithm1 = 0), and equal the DAE part of a full iteration; iteration 2
+  is a full iteration of Algorithm 1."""
+  opt = optax.adam(1e-3)
+  ladder = sigmas.geometric(1.0, 0.01, 16)
+  step = jax.jit(debm.make_train_step(toy_fns, ladder, opt, CH, 3, 8, 3, 0.0, dae_pretrain=2))
+  full = jax.jit(debm.make_train_step(toy_fns, ladder, opt, CH, 3, 8, 3, 0.0))
+  st = _state(toy_params(jax.random.PRNGKey(1), d_latent=3, optimal=False), opt)
+  x = data(jax.random.PRNGKey(2), 24)
+  count = lambda o, part: [int(o[part][n][0].count) for n in ("phi", "gamma")]
+  s1, m1 = step(st, x)
+  assert float(m1["algorithm1"]) == 0.0 and float(m1["nonfinite"]) == 0.0
+  assert np.isnan(float(m1["cd_texture"])) and np.isnan(float(m1["grad_norm_cd"]))
+  assert count(s1["opt_state"], "dae") == [3, 3] and count(s1["opt_state"], "cd") == [0, 0]
+  assert np.isfinite(float(m1["loss"])) and np.isfinite(float(m1["decoder_loss"]))
+  # the DAE part is the full iteration's: the same 'dae' moments (the full step then also applies (c))
+  f1, fm = full(st, x)
+  for a, b in zip(jax.tree_util.tree_leaves(s1["opt_state"]["dae"]), jax.tree_util.tree_leaves(f1["opt_state"]["dae"])):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  assert float(fm["algorithm1"]) == 1.0
+  s2, m2 = step(s1, x)
+  assert float(m2["algorithm1"]) == 0.0 and count(s2["opt_state"], "cd") == [0, 0]
+  s3, m3 = step(s2, x)
+  assert float(m3["algorithm1"]) == 1.0 and count(s3["opt_state"], "cd") == [1, 1]
+  assert count(s3["opt_state"], "dae") == [9, 9]
+  for k in ("cd_texture", "cd_semantic", "u_c_sample", "grad_norm_cd"):
+    assert np.isfinite(float(m3[k])), k
+
+
+def test_training_and_sampling_chains_take_their_own_latent_step():
+  """training.eta_latent sets eta_1 of the training chains only; without it both chains use sampling.eta_latent.
+  The rest of the chain (eta_2, the sigmas, the noise scale) is shared; K and T are per section."""
+  config = _config("debm_mnist5k")
+  tr, sa = debm._chains(config, "training"), debm._chains(config, "sampling")
+  assert (tr.eta_latent, sa.eta_latent) == (config.training.eta_latent, config.sampling.eta_latent) == (0.1, 0.001)
+  assert dataclasses.replace(tr, eta_latent=0.0) == dataclasses.replace(sa, eta_latent=0.0)
+  del config.training["eta_latent"]
+  assert debm._chains(config, "training").eta_latent == debm._chains(config, "sampling").eta_latent == 0.001
+
+
 def test_dae_adam_moments_do_not_see_the_contrastive_gradients():
   """The DAE/decoder updates keep their own Adam state (debm.init_opt): two iterations whose chains differ
   (so their contrastive gradients differ) leave identical 'dae' moments and different 'cd' moments; with
@@ -430,6 +472,7 @@ def test_configs_are_valid_at_full_size(name, shape, k, t):
     assert config.training.lr == 5e-5 and config.training.dae_steps == 3 and config.model.num_scales == 128
     assert config.training.energy_reg == 0.0  # the paper has no energy regulariser
     assert (config.sampling.eta_latent, config.sampling.eta_pixel) == (0.1, 0.01)
+    assert config.training.eta_latent == 0.1 and config.training.dae_pretrain == 0
     assert config.data.scale == "-11" and config.data.random_flip
   assert config.eval.ood_sigma == 0.05
   net = get_model(config.model, shape)
@@ -443,7 +486,8 @@ def test_configs_are_valid_at_full_size(name, shape, k, t):
     ("sampling.final_denoise", 1), ("model.dae_weight", "sigma"), ("eval.ood_datasets", "svhn_cropped"),
     ("model.num_scales", 1), ("sampling.method", "annealed_langevin"), ("training.n_chains", -1),
     ("training.energy_reg", -1e-3), ("training.energy_reg", "1e-3"), ("sampling.latent_init", "uniform"),
-    ("sampling.latent_fit_n", 1),
+    ("sampling.latent_fit_n", 1), ("training.dae_pretrain", -1), ("training.dae_pretrain", 2.5),
+    ("training.eta_latent", 0.0),
 ])
 def test_bad_values_are_one_line_config_errors(key, value):
   config = _config("debm_cifar10")
@@ -514,6 +558,7 @@ def tiny(name, **over):
   t = config.training
   t.n_iters, t.batch_size, t.n_chains, t.latent_steps, t.pixel_steps = 4, 6, 2, 2, 2
   t.log_every, t.ckpt_every, t.steps_per_call, t.progress = 2, 2, 2, False
+  t.dae_pretrain = 0
   s = config.sampling
   s.n_samples, s.batch_size, s.latent_steps, s.pixel_steps, s.n_traj = 6, 6, 2, 3, 3
   config.eval.ood_n, config.eval.ood_batch_size = 40, 40
@@ -565,7 +610,7 @@ def test_runner_end_to_end_digits(tmp_path):
   for both samplers and the OOD AUROCs; --mode=sample redraws the same samples."""
   from dsm_jax import checkpoint, run_lib
   wd = str(tmp_path / "run")
-  config = tiny("debm_mnist5k", **{"data.dataset": "digits"})
+  config = tiny("debm_mnist5k", **{"data.dataset": "digits", "training.dae_pretrain": 2})
   res = run_lib.run(config, wd)
   for f in ("config.json", "metrics.jsonl", "eval.json", "samples/samples.npz", "samples/pixel_only.npz",
             "samples/semantic.npz", "samples/samples.png", "samples/pixel_only.png", "samples/trajectory.png",
@@ -584,8 +629,9 @@ def test_runner_end_to_end_digits(tmp_path):
   assert all(0.0 <= ev[k] <= 1.0 for k in ("auroc_noise", "auroc_constant", "auroc_interp"))
   rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == [2, 4]
-  for r in rows:
-    assert all(np.isfinite(r[k]) for k in ("loss", "decoder_loss", "cd_texture", "cd_semantic", "step_time"))
+  assert [r["algorithm1"] for r in rows] == [0.0, 1.0]  # steps 1-2 pre-train the DAE, 3-4 run Algorithm 1
+  assert all(np.isfinite(r[k]) for r in rows for k in ("loss", "decoder_loss", "step_time"))
+  assert np.isnan(rows[0]["cd_texture"]) and all(np.isfinite(rows[1][k]) for k in ("cd_texture", "cd_semantic"))
   os.remove(os.path.join(wd, "samples/samples.npz"))
   run_lib.run(config, wd, mode="sample")
   np.testing.assert_array_equal(np.load(os.path.join(wd, "samples/samples.npz"))["x"], x)

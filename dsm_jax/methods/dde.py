@@ -24,6 +24,15 @@ The equation numbers below are this file's own, (E1)-(E5): the paper's numbering
      on G(z) + eps (fresh z, eps each step), then a few generator steps (E4) with E_p and E_q fixed. At the fixed
      point grad E_q = grad E_p on q_hat's support, q_hat = p_hat and, by (E1), q = p.
 
+model.base_energy = 'gaussian' (not in the paper or the reference; default 'none'): both DDEs become
+E = sigma^2 log N_hat(x) + network, with N_hat = N(mu, Sigma + sigma^2 I) the smoothed Gaussian fit of the
+training data (dsm_jax/gaussian_base.py). Untrained, E_p is then already the Wiener denoiser of the data, and
+the network learns only the non-Gaussian part; the shared base cancels in (E3) and (E4), so the generator sees
+only the difference of the two networks. On mnist5k the reference's E_p (a DenseNet, 3,000 steps) denoises worse
+than that linear filter; with the base it denoises better, and the generator then collapses onto one training
+digit instead of a blurry mean (docs/RESULTS.md, "DDE on mnist5k: E_p under-fits, ...";
+benchmarks/dde_denoisers.py measures both DDEs as denoisers).
+
 One trainer step (train_step, a pure function of (state, batch)): while step < model.p_steps, one (E2) step of
 E_p on the data batch and one (E2) step of E_q on the (still untrained) generator; after that, one round of
 (E5): model.q_steps E_q steps then model.g_steps generator steps (lax.fori_loop). The branch is a lax.cond, the
@@ -53,17 +62,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dsm_jax import evaluation, fields, viz
+from dsm_jax import evaluation, fields, gaussian_base, viz
 from dsm_jax.methods import multinet
 from dsm_jax.methods.base import Method
 from dsm_jax.methods.dvi import grid_kl
 from dsm_jax.models import get_model
 from dsm_jax.models.mlp import ACTIVATIONS, activation
-from dsm_jax.validation import ConfigError, get, positive, require
+from dsm_jax.validation import ConfigError, get, one_of, positive, require
 
 Array = jax.Array
 NETS = ("Ep", "Eq", "G")  # the trained networks; 'snapshots' is a buffer
 OUT_ACTS = ("sigmoid", "tanh", "none")
+BASE_ENERGIES = ("none", "gaussian")
 TOY_ENERGIES, TOY_GENERATORS = ("energy_mlp", "dense_net"), ("generator_mlp", "dense_net")
 IMAGE_ENERGIES, IMAGE_GENERATORS = ("dense_net", "conv_energy", "energy_resnet"), ("dense_net", "conv_generator")
 _SNAP_TAG = 0x5AA9  # the key of the fixed snapshot z
@@ -211,6 +221,8 @@ def validate(config, dataset) -> None:
     require(isinstance(a_g, bool), "model.antithetic_g", f"must be True or False, got {a_g!r}")
   if "latent_std" in config.model:
     positive(config, "model.latent_std")
+  if "base_energy" in config.model:
+    one_of(config, "model.base_energy", BASE_ENERGIES)
   n_iters, p_steps = get(config, "training.n_iters"), config.model.p_steps
   require(isinstance(n_iters, int) and n_iters > p_steps, "training.n_iters",
           f"must exceed model.p_steps ({p_steps}, the E_p pre-training steps) so that generator rounds run, "
@@ -225,6 +237,28 @@ def validate(config, dataset) -> None:
 
 
 # ------------------------------------------------------------------------------------ the method
+def make_log_density(config, dataset) -> Callable[[dict, Array], Array]:
+  """(params of one DDE, x [B, ...]) -> E(x) [B], the DDE in the log-density convention of (E2): E = -u for the
+  network's energy u, plus sigma^2 log N_hat(x) (the data's smoothed Gaussian fit) with model.base_energy =
+  'gaussian'. E_p and E_q are this function at their own parameters."""
+  m = config.model
+  shape = tuple(int(d) for d in dataset.shape)
+  sigma = float(m.sigma)
+  e_net = network(m.dde, shape, generator=False)
+  base = None
+  if m.get("base_energy", "none") == "gaussian":  # the smoothed Gaussian fit of the data (module docstring)
+    base = gaussian_base.fit(dataset.train_images() if is_image_data(dataset) else dataset.sample(
+        jax.random.PRNGKey(config.seed), 10000))
+
+  def log_density(p_e, x):
+    e = -e_net.apply(p_e, x)
+    if base is None:
+      return e
+    return e + (sigma ** 2 * gaussian_base.log_density(base, x, sigma)).astype(e.dtype)
+
+  return log_density
+
+
 def build(config, dataset) -> Method:
   validate(config, dataset)
   m, s_cfg = config.model, config.sampling
@@ -240,9 +274,7 @@ def build(config, dataset) -> Method:
   e_net = network(m.dde, shape, generator=False)
   g_net = network(m.generator, shape, generator=True)
   lr_scale_g = float(m.g_lr) / float(config.training.lr)
-
-  def log_density(p_e, x):  # (E2): the DDE is E = -u for the network's energy u
-    return -e_net.apply(p_e, x)
+  log_density = make_log_density(config, dataset)
 
   def generate(p_g, z):
     """G(z) for z ~ N(0, I): the network sees latent_std * z (1 in the reference; a larger value spreads the
@@ -365,8 +397,7 @@ def build(config, dataset) -> Method:
       out.update(grid_kls(x, dataset, sigma, grid_lim(), int(config.eval.grid_n)))
       out.update({f"{k}_baseline": v for k, v in grid_kls(ref, dataset, sigma, grid_lim(),
                                                            int(config.eval.grid_n)).items()})
-      score = fields.score_from_log_density(lambda v, s: log_density(params["Ep"], v), scale=sigma ** 2)
-      out["ep_score_rel_mse"] = evaluation.score_error(score, dataset, k_sc, sigma)
+      out["ep_score_rel_mse"] = evaluation.score_error(score_of(params), dataset, k_sc, sigma)
     if hasattr(dataset, "means"):
       out["mode_tv"] = mode_tv(x, dataset)
       out["mode_tv_baseline"] = mode_tv(np.asarray(dataset.sample(k_ref, len(x))), dataset)
@@ -400,8 +431,12 @@ def build(config, dataset) -> Method:
     paths.append(viz.contours_2d(f"{sample_dir}/densities.png", panels, lim))
     return paths
 
+  def score_of(params):
+    """grad log p_hat = grad E_p / sigma^2 (the data DDE's smoothed score, defined at the DDE's one sigma)."""
+    return fields.score_from_log_density(lambda v, s: log_density(params["Ep"], v), scale=sigma ** 2)
+
   return Method(name="dde", init_params=init_params, train_step=train_step, init_opt=multinet.init_opt(NETS),
-                sample=sample, evaluate=evaluate, plot=plot)
+                sample=sample, evaluate=evaluate, plot=plot, score=score_of)
 
 
 # ------------------------------------------------------------------------------------ evaluation helpers

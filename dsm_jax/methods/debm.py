@@ -31,6 +31,10 @@ Choices where the paper leaves room (config keys in brackets; tests/test_debm.py
   * Langevin step [sampling.noise_scale]: x <- x - eta/2 grad U(x) + noise_scale * sqrt(eta) w with
     w ~ N(0, I); noise_scale = 1 is unadjusted Langevin with step eta (the 'paper' convention of
     dsm_jax.samplers). The energy's own eps is drawn afresh at every step (a stochastic energy).
+  * the latent step of the training chains [training.eta_latent, else sampling.eta_latent]: the sampler may
+    take a smaller eta_1 than the chains whose samples the contrastive updates push up. On mnist5k the paper's
+    eta_1 = 0.1 trains the better energy but, as the sampler's step, throws z off the decodable codes (FID 516
+    vs 103 at 0.001); training with 0.001 as well gives FID 465 (docs/RESULTS.md, stop 19).
   * sigma in the chains [sampling.sigma_latent, sampling.sigma_pixel]: one fixed sigma per stage, the
     same during training and sampling, and the contrastive terms use the sigma of their chain, so each
     update is the maximum-likelihood gradient of the energy its chain samples. sigma_pixel = 0.1 keeps
@@ -40,6 +44,8 @@ Choices where the paper leaves room (config keys in brackets; tests/test_debm.py
     code of a noisy data point at the chain's sigma (the input h_gamma is trained to decode), with no
     gradient into alpha (the update is for gamma only).
   * the decoder loss trains gamma only: z = f_alpha(x~) enters h_gamma with stop_gradient.
+  * DAE pre-training [training.dae_pretrain, default 0 = the paper]: the first iterations run only step (a),
+    so the chains of (b) start on a DAE and a decoder that already reconstruct (make_train_step).
   * an energy regulariser [training.energy_reg, default 0 = the paper]: alpha (U_data^2 + U_sample^2)
     added to each contrastive term (contrastive_loss), which bounds the sample energy at ~1 / (2 alpha).
   * sums vs means: the contrastive terms are batch means (Adam is invariant to the constant factor);
@@ -256,13 +262,18 @@ def apply_updates(optimizer, grads, params, opt_state):
 
 
 def make_train_step(fns_of, ladder: Array, optimizer, chains: Chains, dae_steps: int, n_chains: int,
-                    latent_dim: int, ema_rate: float, dae_weight: str = "none", energy_reg: float = 0.0):
+                    latent_dim: int, ema_rate: float, dae_weight: str = "none", energy_reg: float = 0.0,
+                    dae_pretrain: int = 0):
   """(state, batch [B, H, W, C]) -> (state, metrics): one iteration of Algorithm 1, jit-able.
+
+  dae_pretrain = P > 0: the first P iterations (state['step'] < P) run only (a), the L DAE / decoder steps;
+  (b) and (c) start at iteration P (their metrics are NaN before it; metrics['algorithm1'] is 1 once they run).
 
   Follows train.default_train_step's guard: if any loss or gradient of the iteration is non-finite
   (including chains that diverged), params, EMA and both optimizer states stay as they were, the step
   is counted in n_skipped and metrics['nonfinite'] = 1."""
   L = int(dae_steps)
+  P = int(dae_pretrain)
 
   def step_fn(state, batch):
     chex.assert_rank(batch, 4)
@@ -286,18 +297,34 @@ def make_train_step(fns_of, ladder: Array, optimizer, chains: Chains, dae_steps:
     (params, opt_dae, ok), (dae_aux, dae_gn) = jax.lax.scan(
         dae_step, (params0, opt0["dae"], jnp.asarray(True)), (mbs, jax.random.split(k_dae, L)))
 
-    # (b) K latent Langevin steps on U_s from z ~ N(0, I), x^0 = h(z^K), T pixel steps on U_c
-    f = fns_of(jax.lax.stop_gradient(params))
-    z0 = jax.random.normal(k_z0, (n_chains, latent_dim), batch.dtype)
-    ch = two_stage_chain(f.denoise, f.semantic_decode, k_chain, z0, chains)
-    z_k, x_t = jax.lax.stop_gradient(ch["z"]), jax.lax.stop_gradient(ch["x"])
+    def chains_and_contrast(params):
+      # (b) K latent Langevin steps on U_s from z ~ N(0, I), x^0 = h(z^K), T pixel steps on U_c
+      f = fns_of(jax.lax.stop_gradient(params))
+      z0 = jax.random.normal(k_z0, (n_chains, latent_dim), batch.dtype)
+      ch = two_stage_chain(f.denoise, f.semantic_decode, k_chain, z0, chains)
+      z_k, x_t = jax.lax.stop_gradient(ch["z"]), jax.lax.stop_gradient(ch["x"])
 
-    # (c) contrastive updates: gamma on U_s(z_data) - U_s(z^K), phi on U_c(x_data) - U_c(x^T)
-    (cd, cd_aux), g = jax.value_and_grad(
-        lambda p: contrastive_loss(fns_of, p, k_cd, batch, z_k, x_t, chains, energy_reg),
-        has_aux=True)(params)
-    params, opt_cd = apply_updates(optimizer, g, params, opt0["cd"])  # its own Adam moments (init_opt)
-    ok = ok & jnp.isfinite(cd) & _tree_finite(g)
+      # (c) contrastive updates: gamma on U_s(z_data) - U_s(z^K), phi on U_c(x_data) - U_c(x^T)
+      (cd, cd_aux), g = jax.value_and_grad(
+          lambda p: contrastive_loss(fns_of, p, k_cd, batch, z_k, x_t, chains, energy_reg),
+          has_aux=True)(params)
+      params, opt_cd = apply_updates(optimizer, g, params, opt0["cd"])  # its own Adam moments (init_opt)
+      ok_cd = jnp.isfinite(cd) & _tree_finite(g)
+      m = {"grad_norm_cd": optax.tree.norm(g),
+           "energy_latent_start": ch["energy_latent"][0] if chains.latent_steps else jnp.asarray(jnp.nan),
+           "energy_pixel_start": ch["energy_pixel"][0] if chains.pixel_steps else jnp.asarray(jnp.nan),
+           "algorithm1": jnp.asarray(1.0), **cd_aux}
+      return params, opt_cd, ok_cd, m
+
+    if P > 0:  # DAE / decoder pre-training: (b) and (c) wait until iteration P
+      def skip(params):
+        shapes = jax.eval_shape(chains_and_contrast, params)[3]
+        m = jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), shapes)
+        return params, opt0["cd"], jnp.asarray(True), {**m, "algorithm1": jnp.asarray(0.0)}
+      params, opt_cd, ok_cd, cd_metrics = jax.lax.cond(state["step"] >= P, chains_and_contrast, skip, params)
+    else:
+      params, opt_cd, ok_cd, cd_metrics = chains_and_contrast(params)
+    ok = ok & ok_cd
     opt = {"dae": opt_dae, "cd": opt_cd}
 
     new_ema = train.ema_update(state["ema_params"], params, ema_rate, state["step"] + 1)
@@ -312,10 +339,7 @@ def make_train_step(fns_of, ladder: Array, optimizer, chains: Chains, dae_steps:
     }
     metrics = {"loss": jnp.mean(dae_aux["dae_loss"]), "nonfinite": (~ok).astype(jnp.float32),
                "decoder_loss": jnp.mean(dae_aux["decoder_loss"]), "dae_loss_last": dae_aux["dae_loss"][-1],
-               "grad_norm": jnp.mean(dae_gn), "grad_norm_cd": optax.tree.norm(g),
-               "energy_latent_start": ch["energy_latent"][0] if chains.latent_steps else jnp.nan,
-               "energy_pixel_start": ch["energy_pixel"][0] if chains.pixel_steps else jnp.nan,
-               **cd_aux}
+               "grad_norm": jnp.mean(dae_gn), **cd_metrics}
     return new_state, metrics
 
   return step_fn
@@ -329,10 +353,13 @@ def ladder_from_config(config) -> Array:
 
 
 def _chains(config, section: str) -> Chains:
+  """The chain of config[section] ('training' or 'sampling'): its own K and T; eta_1 from training.eta_latent
+  for the training chains when that key is set, else (and always for sampling) from sampling.eta_latent; the
+  other settings from sampling."""
   s = config.sampling
   c = config[section]
   return Chains(latent_steps=int(c.latent_steps), pixel_steps=int(c.pixel_steps),
-                eta_latent=float(s.eta_latent), eta_pixel=float(s.eta_pixel),
+                eta_latent=float(c.get("eta_latent", s.eta_latent)), eta_pixel=float(s.eta_pixel),
                 sigma_latent=float(s.sigma_latent), sigma_pixel=float(s.sigma_pixel),
                 noise_scale=float(s.noise_scale))
 
@@ -358,6 +385,8 @@ def validate(config, shape) -> None:
   positive(config, "training.n_chains", integer=True, allow_zero=True)
   if "energy_reg" in t:
     positive(config, "training.energy_reg", allow_zero=True)
+  if "dae_pretrain" in t:
+    positive(config, "training.dae_pretrain", integer=True, allow_zero=True)
   for sec in ("training", "sampling"):
     positive(config, f"{sec}.latent_steps", integer=True, allow_zero=True)
     positive(config, f"{sec}.pixel_steps", integer=True, allow_zero=True)
@@ -369,6 +398,8 @@ def validate(config, shape) -> None:
           f"must be 0 for debm (each step makes training.dae_steps + 1 optimizer updates), got {t.warmup}")
   for k in ("eta_latent", "eta_pixel", "sigma_latent", "sigma_pixel"):
     positive(config, f"sampling.{k}")
+  if "eta_latent" in t:
+    positive(config, "training.eta_latent")
   positive(config, "sampling.noise_scale", allow_zero=True)
   positive(config, "sampling.n_samples", integer=True)
   positive(config, "sampling.batch_size", integer=True, allow_zero=True)
@@ -405,7 +436,8 @@ def build(config, dataset) -> Method:
 
   def train_step(optimizer):
     return make_train_step(fns_of, ladder, optimizer, train_chains, t.dae_steps, n_chains, latent_dim,
-                           t.ema_rate, config.model.dae_weight, float(t.get("energy_reg", 0.0)))
+                           t.ema_rate, config.model.dae_weight, float(t.get("energy_reg", 0.0)),
+                           int(t.get("dae_pretrain", 0)))
 
   # ---------------------------------------------------------------- sampling
   latent_init = s_cfg.get("latent_init", "normal")
