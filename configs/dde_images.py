@@ -41,6 +41,9 @@ def dde_image_config(dataset: str, hidden: int = 256, n_layers: int = 16, gen_hi
   m.latent_dim = 16          # (ref) --n_input 16
   m.latent_std = 1.0         # (ref) z ~ N(0, I); G sees latent_std * z
   m.base_energy = "none"     # (ref) the DDEs are networks alone; 'gaussian' adds the data's smoothed Gaussian fit
+  m.anneal_sigmas = ()       # noise levels before sigma, decreasing; () = one sigma throughout (ref default)
+  m.anneal_rounds = 0        # generator rounds at each of them (ref --reduce_sigma_every, in epochs)
+  m.anneal_p_steps = 0       # E_p steps at the start of each later level, then frozen again
   m.gen_batch_size = 100     # (ref) the generator draws a data batch's worth of z
   m.antithetic = False       # (ref) one eps per example
   m.antithetic_g = False     # (ref) one eps per generator sample; True adds -eps (E4's linear noise cancels)

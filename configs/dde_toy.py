@@ -30,6 +30,9 @@ def get_config():
   m.latent_dim = 2            # z ~ N(0, I_2) ((ref) --n_input 2 on the toys)
   m.latent_std = 1.0          # (ref) z ~ N(0, I); G sees latent_std * z
   m.base_energy = "none"      # (ref) the DDEs are networks alone; 'gaussian' adds the data's smoothed Gaussian fit
+  m.anneal_sigmas = ()        # noise levels before sigma, decreasing; () = one sigma throughout (ref default)
+  m.anneal_rounds = 0         # generator rounds at each of them (ref --reduce_sigma_every, in epochs)
+  m.anneal_p_steps = 0        # E_p steps at the start of each later level, then frozen again
   m.gen_batch_size = 512      # z per E_q / generator step (project choice; (ref) the data batch size, 2048)
   m.antithetic = True         # (E2) averaged over eps and -eps: same minimiser, less gradient noise
   m.antithetic_g = False      # (E4) with one eps per generator sample (RESULTS.md: True was measured once)

@@ -139,6 +139,8 @@ def tiny(name: str, **over):
     m.dde.hidden = m.generator.hidden = 8
     m.dde.n_layers = m.generator.n_layers = 2
     m.p_steps, m.q_steps, m.snapshot_every, m.snapshot_n, m.gen_batch_size = 10, 2, 5, 4, 8
+    if m.anneal_sigmas:  # dde_mnist5k's ladder, one round and one E_p step per level
+      m.anneal_rounds = m.anneal_p_steps = 1
     t.batch_size = 8
     config.sampling.n_samples = 16
     config.eval.enabled = False
@@ -275,14 +277,23 @@ def test_a_shared_base_cancels_in_the_generator_gradient():
   assert float(jnp.abs(grads["plain"]["A"]).max()) > 1e-3  # the gradient is not trivially 0
 
 
-def test_image_config_with_gaussian_base_trains_and_samples(tmp_path):
+def test_mnist5k_config_anneals_with_the_gaussian_base(tmp_path):
+  """configs/dde_mnist5k.py: Gaussian base energy, sigma ladder 4 -> 2 -> 1.4 -> 1 with 200 rounds at each of the
+  first three and 900 at sigma 1; its tiny version trains through every level and ends at sigma 1."""
+  c = importlib.import_module("configs.dde_mnist5k").get_config()
+  assert c.model.base_energy == "gaussian" and c.model.sigma == 1.0
+  t = dde.stage_table(c)
+  levels, first = np.unique(t["sigma"], return_index=True)
+  assert list(levels[np.argsort(first)]) == [4.0, 2.0, 1.4, 1.0]
+  assert [int(np.sum(~t["pre"] & (t["sigma"] == s))) for s in (4.0, 2.0, 1.4, 1.0)] == [200, 200, 200, 900]
   wd = str(tmp_path / "gb")
-  run_lib.run(tiny("dde_mnist5k", **{"model.base_energy": "gaussian"}), wd)
+  run_lib.run(tiny("dde_mnist5k"), wd)
   x = np.load(os.path.join(wd, "samples/samples.npz"))["x"]
   chex.assert_shape(x, (16, 28, 28, 1))
   assert np.all(np.isfinite(x))
   rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
   assert all(np.isfinite(r["loss_p"]) and np.isfinite(r["kl_hat"]) for r in rows)
+  assert rows[0]["sigma"] == pytest.approx(4.0) and rows[-1]["sigma"] == pytest.approx(1.0)
 
 
 def test_paper_values():
@@ -317,6 +328,61 @@ def test_resume_equals_straight_run(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def test_stage_table_lays_out_the_sigma_ladder():
+  """model.anneal_sigmas: p_steps pre-training steps and anneal_rounds rounds at the first level, then per later
+  level anneal_p_steps pre-training steps and its rounds; the last level (model.sigma) runs to n_iters. Without
+  annealing: the single-sigma layout (p_steps pre-training steps, then rounds)."""
+  c = tiny("dde_toy", **{"model.sigma": 0.5, "model.anneal_sigmas": (2.0, 1.0), "model.anneal_rounds": 3,
+                         "model.anneal_p_steps": 4, "training.n_iters": 32})
+  t = dde.stage_table(c)
+  want_sigma = [2.0] * 13 + [1.0] * 7 + [0.5] * 12
+  want_pre = [True] * 10 + [False] * 3 + [True] * 4 + [False] * 3 + [True] * 4 + [False] * 8
+  np.testing.assert_array_equal(t["sigma"], np.asarray(want_sigma, np.float32))
+  np.testing.assert_array_equal(t["pre"], want_pre)
+  np.testing.assert_array_equal(t["round"], np.concatenate([[0], np.cumsum(~np.asarray(want_pre))[:-1]]))
+  assert t["round"][-1] == 13  # 3 + 3 + 8 rounds, the last one not yet done before step 31
+  plain = dde.stage_table(tiny("dde_toy", **{"model.sigma": 0.5}))  # p_steps 10, n_iters 20
+  np.testing.assert_array_equal(plain["sigma"], np.full(20, 0.5, np.float32))
+  np.testing.assert_array_equal(plain["pre"], np.arange(20) < 10)
+  np.testing.assert_array_equal(plain["round"], np.maximum(np.arange(20) - 10, 0))
+
+
+def test_annealing_refits_ep_at_each_level_and_freezes_it_during_rounds(tmp_path):
+  """anneal_sigmas = (1.0,), then sigma 0.5: steps 0-7 pre-train at 1.0, 8-11 are rounds at 1.0, 12-15 pre-train
+  E_p again at 0.5 (G untouched), 16-19 are rounds at 0.5 (E_p untouched). Checked on the checkpoints of steps
+  8, 12, 16, 20, and on the per-step metrics (sigma, and G's gradient norm 0 on pre-training steps)."""
+  config = tiny("dde_toy", **{"model.sigma": 0.5, "model.anneal_sigmas": (1.0,), "model.anneal_rounds": 4,
+                              "model.anneal_p_steps": 4, "model.p_steps": 8, "training.ckpt_every": 4, "training.max_to_keep": 10,
+                              "training.log_every": 1})
+  wd = str(tmp_path / "anneal")
+  run_lib.run(config, wd)
+  rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
+  assert [r["sigma"] for r in rows] == [1.0] * 12 + [0.5] * 8
+  moved_g = [r["grad_norm_g"] > 0 for r in rows]
+  assert moved_g == [False] * 8 + [True] * 4 + [False] * 4 + [True] * 4
+  assert [r["round"] for r in rows] == [0] * 8 + [1, 2, 3, 4] + [4] * 4 + [5, 6, 7, 8]
+  _, method = run_lib.prepare(config, wd)
+  _, target = train.load_latest(config, wd, method)
+  ckpt = checkpoint.Checkpointer(wd, max_to_keep=10)
+  try:
+    st = {s: ckpt._restore(s, target)[0]["params"] for s in (8, 12, 16, 20)}
+  finally:
+    ckpt.close()
+  same = lambda a, b: all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in
+                          zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  assert same(st[8]["Ep"], st[12]["Ep"]) and same(st[16]["Ep"], st[20]["Ep"])  # frozen during rounds
+  assert not same(st[12]["Ep"], st[16]["Ep"])  # refitted at the new level
+  assert same(st[12]["G"], st[16]["G"]) and not same(st[8]["G"], st[12]["G"]) and not same(st[16]["G"], st[20]["G"])
+
+
+def test_annealing_stages_must_leave_rounds_at_the_last_sigma(tmp_path):
+  config = tiny("dde_toy", **{"model.sigma": 0.5, "model.anneal_sigmas": (1.0,), "model.anneal_rounds": 4,
+                              "model.anneal_p_steps": 6})
+  with pytest.raises(ConfigError, match="training.n_iters.*annealing stages"):  # 10 + 4 + 6 = 20 = n_iters
+    run_lib.run(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
 @pytest.mark.parametrize("key,value,match", [
     ("model.sigma", 0.0, "model.sigma"),
     ("model.q_steps", 0, "model.q_steps"),
@@ -328,6 +394,10 @@ def test_resume_equals_straight_run(tmp_path):
     ("model.antithetic_g", "yes", "model.antithetic_g"),
     ("model.latent_std", 0.0, "model.latent_std"),
     ("model.base_energy", "laplace", "model.base_energy"),
+    ("model.anneal_sigmas", (3.0, 4.0), "model.anneal_sigmas"),  # must decrease
+    ("model.anneal_sigmas", (1.0,), "model.anneal_sigmas"),  # below the toy's model.sigma (2.0)
+    ("model.anneal_sigmas", (4.0, -1.0), "model.anneal_sigmas"),
+    ("model.anneal_sigmas", (4.0, 3.0), "model.anneal_rounds"),  # the default 0 rounds per level
     ("eval.grid_n", 10, "eval.grid_n"),
     ("data.dataset", "mnist5k", "model.dde.name"),  # the toy's MLP energy cannot take images
 ])

@@ -31,7 +31,18 @@ the network learns only the non-Gaussian part; the shared base cancels in (E3) a
 only the difference of the two networks. On mnist5k the reference's E_p (a DenseNet, 3,000 steps) denoises worse
 than that linear filter; with the base it denoises better, and the generator then collapses onto one training
 digit instead of a blurry mean (docs/RESULTS.md, "DDE on mnist5k: E_p under-fits, ...";
-benchmarks/dde_denoisers.py measures both DDEs as denoisers).
+benchmarks/dde_denoisers.py measures both DDEs as denoisers). With the base and the sigma ladder below
+(configs/dde_mnist5k.py) the generator covers all ten digits (RESULTS.md, "DDE on mnist5k: annealing sigma").
+
+model.anneal_sigmas (not in the paper; default () = one sigma throughout): the generator is trained at a decreasing
+ladder of noise levels, anneal_sigmas then model.sigma, model.anneal_rounds rounds at each level before the last.
+E_p is pre-trained at the first level for model.p_steps steps, then at each later level it is trained for
+model.anneal_p_steps more steps (warm-started) and frozen again before that level's rounds; E_q trains beside
+it as in the first pre-training. Why: at sigma = 0.5 on mnist5k the digits are ~20 sigmas apart, so p_hat is
+separate bumps and KL(q_hat || p_hat) has a local minimum on each one (a point mass there gets no spreading push
+from E_q); the untrained generator falls onto the nearest digit. At a large sigma p_hat is one smooth blob and
+the generator spreads over it first. The reference code has the same idea as --reduce_sigma_every (E_p keeps
+training there); `stage_table` lays out the steps. Evaluation and `score` use the last level, model.sigma.
 
 One trainer step (train_step, a pure function of (state, batch)): while step < model.p_steps, one (E2) step of
 E_p on the data batch and one (E2) step of E_q on the (still untrained) generator; after that, one round of
@@ -197,6 +208,25 @@ def _check_net(config, sub: str, names, images: bool) -> None:
             f"unknown activation {c.get('act')!r}; choose from {sorted(ACTIVATIONS)}")
 
 
+def stage_table(config) -> dict:
+  """The trainer's step plan for model.anneal_sigmas (module docstring), as numpy arrays over the n_iters steps:
+  'sigma' (the step's noise level), 'pre' (True: an E_p/E_q pre-training step, False: a generator round) and
+  'round' (generator rounds done before the step). Without annealing: sigma throughout, p_steps pre-training
+  steps, then rounds."""
+  m = config.model
+  sigmas = [float(s) for s in m.get("anneal_sigmas", ())] + [float(m.sigma)]
+  n_iters, p_first = int(config.training.n_iters), int(m.p_steps)
+  sig, pre = [], []
+  for i, s in enumerate(sigmas):
+    n_pre = p_first if i == 0 else int(m.anneal_p_steps)
+    n_rounds = int(m.anneal_rounds) if i < len(sigmas) - 1 else n_iters - len(sig) - n_pre
+    sig += [s] * (n_pre + n_rounds)
+    pre += [True] * n_pre + [False] * n_rounds
+  pre_a = np.asarray(pre, bool)
+  rounds = np.concatenate([[0], np.cumsum(~pre_a)[:-1]]).astype(np.int32)
+  return {"sigma": np.asarray(sig, np.float32), "pre": pre_a, "round": rounds}
+
+
 def is_image_data(dataset) -> bool:
   return hasattr(dataset, "host_batches") and len(tuple(dataset.shape)) == 3
 
@@ -223,10 +253,22 @@ def validate(config, dataset) -> None:
     positive(config, "model.latent_std")
   if "base_energy" in config.model:
     one_of(config, "model.base_energy", BASE_ENERGIES)
+  anneal = tuple(config.model.get("anneal_sigmas", ()) or ())
+  n_fixed = 0
+  if anneal:
+    require(all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in anneal),
+            "model.anneal_sigmas", f"must be positive noise levels, got {anneal!r}")
+    ladder = list(anneal) + [config.model.sigma]
+    require(all(a > b for a, b in zip(ladder, ladder[1:])), "model.anneal_sigmas",
+            f"must decrease and stay above model.sigma ({config.model.sigma}), got {anneal!r}")
+    positive(config, "model.anneal_rounds", integer=True)
+    positive(config, "model.anneal_p_steps", integer=True)
+    n_fixed = len(anneal) * (config.model.anneal_rounds + config.model.anneal_p_steps)
   n_iters, p_steps = get(config, "training.n_iters"), config.model.p_steps
-  require(isinstance(n_iters, int) and n_iters > p_steps, "training.n_iters",
-          f"must exceed model.p_steps ({p_steps}, the E_p pre-training steps) so that generator rounds run, "
-          f"got {n_iters!r}")
+  require(isinstance(n_iters, int) and n_iters > p_steps + n_fixed, "training.n_iters",
+          f"must exceed model.p_steps ({p_steps}, the E_p pre-training steps)"
+          + (f" plus the {n_fixed} steps of the annealing stages" if anneal else "")
+          + f" so that generator rounds run at model.sigma, got {n_iters!r}")
   _check_net(config, "dde", IMAGE_ENERGIES if images else TOY_ENERGIES, images)
   _check_net(config, "generator", IMAGE_GENERATORS if images else TOY_GENERATORS, images)
   positive(config, "sampling.n_samples", integer=True)
@@ -238,7 +280,7 @@ def validate(config, dataset) -> None:
 
 # ------------------------------------------------------------------------------------ the method
 def make_log_density(config, dataset) -> Callable[[dict, Array], Array]:
-  """(params of one DDE, x [B, ...]) -> E(x) [B], the DDE in the log-density convention of (E2): E = -u for the
+  """(params of one DDE, x [B, ...][, level]) -> E(x) [B], the DDE in the log-density convention of (E2): E = -u for the
   network's energy u, plus sigma^2 log N_hat(x) (the data's smoothed Gaussian fit) with model.base_energy =
   'gaussian'. E_p and E_q are this function at their own parameters."""
   m = config.model
@@ -250,11 +292,12 @@ def make_log_density(config, dataset) -> Callable[[dict, Array], Array]:
     base = gaussian_base.fit(dataset.train_images() if is_image_data(dataset) else dataset.sample(
         jax.random.PRNGKey(config.seed), 10000))
 
-  def log_density(p_e, x):
+  def log_density(p_e, x, level=sigma):
+    """level: the noise level of the base term (model.sigma unless annealing, module docstring)."""
     e = -e_net.apply(p_e, x)
     if base is None:
       return e
-    return e + (sigma ** 2 * gaussian_base.log_density(base, x, sigma)).astype(e.dtype)
+    return e + (level ** 2 * gaussian_base.log_density(base, x, level)).astype(e.dtype)
 
   return log_density
 
@@ -264,8 +307,9 @@ def build(config, dataset) -> Method:
   m, s_cfg = config.model, config.sampling
   shape = tuple(int(d) for d in dataset.shape)
   images = is_image_data(dataset)
-  sigma, latent = float(m.sigma), int(m.latent_dim)
-  p_steps, q_steps, g_steps = int(m.p_steps), int(m.q_steps), int(m.g_steps)
+  sigma, latent = float(m.sigma), int(m.latent_dim)  # sigma: the last (or only) noise level
+  plan = {k: jnp.asarray(v) for k, v in stage_table(config).items()}
+  q_steps, g_steps = int(m.q_steps), int(m.g_steps)
   n_gen, antithetic, antithetic_g = int(m.gen_batch_size), bool(m.antithetic), bool(m.get("antithetic_g", False))
   latent_std = float(m.get("latent_std", 1.0))
   n_snap = int(m.n_snapshots)
@@ -298,22 +342,26 @@ def build(config, dataset) -> Method:
   def train_step(optimizer):
     ema_rate = float(config.training.ema_rate)
 
-    def pretrain(params, opt, key, batch):
-      """step < p_steps: (E2) for E_p on the data batch, and for E_q on the initial generator."""
+    def pretrain(params, opt, key, batch, sig):
+      """A pre-training step at noise level sig: (E2) for E_p on the data batch, and for E_q on the generator
+      (untrained in the first stage)."""
+      ld = lambda p_e, v: log_density(p_e, v, sig)
       kp, kq = jax.random.split(key)
-      p_p, o_p, ok_p, loss_p = fit_dde(log_density, optimizer, params["Ep"], opt["Ep"], kp, lambda k: batch, 1,
-                                       sigma, antithetic)
-      p_q, o_q, ok_q, loss_q = fit_dde(log_density, optimizer, params["Eq"], opt["Eq"], kq,
-                                       draw_generated(params["G"]), 1, sigma, antithetic)
+      p_p, o_p, ok_p, loss_p = fit_dde(ld, optimizer, params["Ep"], opt["Ep"], kp, lambda k: batch, 1,
+                                       sig, antithetic)
+      p_q, o_q, ok_q, loss_q = fit_dde(ld, optimizer, params["Eq"], opt["Eq"], kq,
+                                       draw_generated(params["G"]), 1, sig, antithetic)
       kz, ke = jax.random.split(jax.random.fold_in(key, 1))
-      kl = generator_loss(params["G"], g_net.apply, lambda v: log_density(p_q, v), lambda v: log_density(p_p, v),
-                          jax.random.normal(kz, (n_gen, latent)), sigma * jax.random.normal(ke, (n_gen,) + shape),
-                          sigma)  # (E3) at the untrained generator; no generator step yet
+      kl = generator_loss(params["G"], g_net.apply, lambda v: ld(p_q, v), lambda v: ld(p_p, v),
+                          jax.random.normal(kz, (n_gen, latent)), sig * jax.random.normal(ke, (n_gen,) + shape),
+                          sig)  # (E3) at the untrained generator; no generator step yet
       metrics = {"loss": loss_p, "loss_p": loss_p, "loss_q": loss_q, "kl_hat": kl, "grad_norm_g": jnp.asarray(0.0)}
       return ({**params, "Ep": p_p, "Eq": p_q}, {**opt, "Ep": o_p, "Eq": o_q}, ok_p & ok_q, metrics)
 
-    def dde_round(params, opt, key, rnd, batch):
-      """(E5) one round: q_steps of (E2) for E_q on G(z) + eps, then g_steps of (E4) with E_p, E_q fixed."""
+    def dde_round(params, opt, key, rnd, batch, sig):
+      """(E5) one round at noise level sig: q_steps of (E2) for E_q on G(z) + eps, then g_steps of (E4) with
+      E_p, E_q fixed."""
+      ld = lambda p_e, v: log_density(p_e, v, sig)
       kq, kg = jax.random.split(key)
       new = dict(params)
       if n_snap:  # the generator at the start of rounds 0, snapshot_every, ... (before this round's update)
@@ -323,17 +371,17 @@ def build(config, dataset) -> Method:
         new["snapshots"] = jax.lax.cond(
             take, lambda s: jax.lax.dynamic_update_index_in_dim(s, generate(params["G"], z_snap), idx, 0),
             lambda s: s, params["snapshots"])
-      p_q, o_q, ok_q, loss_q = fit_dde(log_density, optimizer, params["Eq"], opt["Eq"], kq,
-                                       draw_generated(params["G"]), q_steps, sigma, antithetic)
-      log_q = lambda v: log_density(jax.lax.stop_gradient(p_q), v)
-      log_p = lambda v: log_density(jax.lax.stop_gradient(params["Ep"]), v)
+      p_q, o_q, ok_q, loss_q = fit_dde(ld, optimizer, params["Eq"], opt["Eq"], kq,
+                                       draw_generated(params["G"]), q_steps, sig, antithetic)
+      log_q = lambda v: ld(jax.lax.stop_gradient(p_q), v)
+      log_p = lambda v: ld(jax.lax.stop_gradient(params["Ep"]), v)
 
       def g_body(i, carry):
         p_g, o_g, ok, kl_sum, gn_sum = carry
         kz, ke = jax.random.split(jax.random.fold_in(kg, i))
         z = jax.random.normal(kz, (n_gen, latent))
-        eps = sigma * jax.random.normal(ke, (n_gen,) + shape)
-        kl, grads = jax.value_and_grad(generator_loss)(p_g, g_net.apply, log_q, log_p, z, eps, sigma,
+        eps = sig * jax.random.normal(ke, (n_gen,) + shape)
+        kl, grads = jax.value_and_grad(generator_loss)(p_g, g_net.apply, log_q, log_p, z, eps, sig,
                                                        antithetic_g)  # (E4)
         ok_i = jnp.isfinite(kl) & multinet.tree_all_finite(grads)
         new_g, new_o = multinet.optimizer_step(optimizer, grads, o_g, p_g, lr_scale_g)
@@ -342,7 +390,7 @@ def build(config, dataset) -> Method:
 
       p_g, o_g, ok_g, kl_sum, gn_sum = jax.lax.fori_loop(
           0, g_steps, g_body, (params["G"], opt["G"], jnp.asarray(True), jnp.asarray(0.0), jnp.asarray(0.0)))
-      loss_p = dde_loss(lambda v: log_density(params["Ep"], v), jax.random.fold_in(key, 2), batch, sigma,
+      loss_p = dde_loss(lambda v: ld(params["Ep"], v), jax.random.fold_in(key, 2), batch, sig,
                         antithetic)  # the frozen E_p's (E2) loss on the step's fresh data batch (no update)
       metrics = {"loss": loss_q, "loss_p": loss_p, "loss_q": loss_q, "kl_hat": kl_sum / g_steps,
                  "grad_norm_g": gn_sum / g_steps}
@@ -351,11 +399,13 @@ def build(config, dataset) -> Method:
 
     def step_fn(state, batch):
       rng = jax.random.fold_in(state["key"], state["step"])
-      rnd = state["step"] - p_steps
+      i = jnp.minimum(state["step"], plan["pre"].shape[0] - 1)  # the step's place in stage_table
+      sig, is_pre, rnd = plan["sigma"][i], plan["pre"][i], plan["round"][i]
       params, opt = state["params"], state["opt_state"]
       new_params, new_opt, ok, raw = jax.lax.cond(
-          rnd < 0, lambda: pretrain(params, opt, rng, batch), lambda: dde_round(params, opt, rng, jnp.maximum(rnd, 0), batch))
-      metrics = {**raw, "round": jnp.maximum(rnd + 1, 0).astype(jnp.float32)}  # rounds done after this step
+          is_pre, lambda: pretrain(params, opt, rng, batch, sig), lambda: dde_round(params, opt, rng, rnd, batch, sig))
+      metrics = {**raw, "sigma": sig,  # rounds done after this step:
+                 "round": (rnd + jnp.where(is_pre, 0, 1)).astype(jnp.float32)}
       return multinet.finish_step(state, new_params, new_opt, ok, ema_rate, metrics, no_ema=("snapshots",))
 
     return step_fn
