@@ -8,8 +8,8 @@ Bad flags, unknown config keys and bad values stop before any compute with one l
 
 Training on a CPU host split into several XLA devices (config.training.cpu_devices > 1, one process) runs in a
 child process that is restarted, up to --restarts times, if it aborts (SIGABRT). XLA's in-process CPU all-reduce
-can stall and then abort the process ('Termination timeout for all reduce ... exceeded'; seen once on the
-2-core machine, docs/RESULTS.md, "Reliability"). The restarted command resumes from the newest checkpoint, as
+can stall and then abort the process ('Termination timeout for all reduce ... exceeded'; seen twice in one run
+on the 2-core machine, docs/RESULTS.md, "Reliability"). The restarted command resumes from the newest checkpoint, as
 any rerun does.
 """
 import os

@@ -352,8 +352,8 @@ def test_annealing_refits_ep_at_each_level_and_freezes_it_during_rounds(tmp_path
   E_p again at 0.5 (G untouched), 16-19 are rounds at 0.5 (E_p untouched). Checked on the checkpoints of steps
   8, 12, 16, 20, and on the per-step metrics (sigma, and G's gradient norm 0 on pre-training steps)."""
   config = tiny("dde_toy", **{"model.sigma": 0.5, "model.anneal_sigmas": (1.0,), "model.anneal_rounds": 4,
-                              "model.anneal_p_steps": 4, "model.p_steps": 8, "training.ckpt_every": 4, "training.max_to_keep": 10,
-                              "training.log_every": 1})
+                              "model.anneal_p_steps": 4, "model.p_steps": 8, "training.ckpt_every": 4,
+                              "training.max_to_keep": 10, "training.log_every": 1})
   wd = str(tmp_path / "anneal")
   run_lib.run(config, wd)
   rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]

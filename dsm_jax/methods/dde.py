@@ -44,11 +44,12 @@ from E_q); the untrained generator falls onto the nearest digit. At a large sigm
 the generator spreads over it first. The reference code has the same idea as --reduce_sigma_every (E_p keeps
 training there); `stage_table` lays out the steps. Evaluation and `score` use the last level, model.sigma.
 
-One trainer step (train_step, a pure function of (state, batch)): while step < model.p_steps, one (E2) step of
-E_p on the data batch and one (E2) step of E_q on the (still untrained) generator; after that, one round of
-(E5): model.q_steps E_q steps then model.g_steps generator steps (lax.fori_loop). The branch is a lax.cond, the
-three networks have their own Adam states (init_opt), and the NaN guard, EMA, checkpoints, resume and sharding
-are the trainer's. The reference code instead keeps training E_p during the rounds and steps G every 10th batch.
+One trainer step (train_step, a pure function of (state, batch)): on a pre-training step of stage_table (without
+annealing: step < model.p_steps), one (E2) step of E_p on the data batch and one (E2) step of E_q on the generator
+(still untrained in the first pre-training); on every other step, one round of (E5): model.q_steps E_q steps
+then model.g_steps generator steps (lax.fori_loop). The branch is a lax.cond, the three networks have their own
+Adam states (init_opt), and the NaN guard, EMA, checkpoints, resume and sharding are the trainer's. The reference
+code instead keeps training E_p during the rounds and steps G every 10th batch.
 
 Training snapshots: params['snapshots'] [model.n_snapshots, model.snapshot_n, *data shape] holds the raw
 generator's output on one fixed set of z at rounds 0, snapshot_every, 2 snapshot_every, ... (round 0 = the
@@ -280,9 +281,9 @@ def validate(config, dataset) -> None:
 
 # ------------------------------------------------------------------------------------ the method
 def make_log_density(config, dataset) -> Callable[[dict, Array], Array]:
-  """(params of one DDE, x [B, ...][, level]) -> E(x) [B], the DDE in the log-density convention of (E2): E = -u for the
-  network's energy u, plus sigma^2 log N_hat(x) (the data's smoothed Gaussian fit) with model.base_energy =
-  'gaussian'. E_p and E_q are this function at their own parameters."""
+  """(params of one DDE, x [B, ...][, level]) -> E(x) [B], the DDE in the log-density convention of (E2): E = -u
+  for the network's energy u, plus level^2 log N_hat(x) (the data's Gaussian fit smoothed at level, by default
+  model.sigma) with model.base_energy = 'gaussian'. E_p and E_q are this function at their own parameters."""
   m = config.model
   shape = tuple(int(d) for d in dataset.shape)
   sigma = float(m.sigma)
