@@ -9,7 +9,8 @@ score head, on the same batch; and the tempered Langevin sampler's steps/s.
   quadratic energy head (flattened features -> Dense(H*W*C) -> image shape), trained by
   `losses.dsm` on the same batch with the same per-example sigmas and the same optimizer: one
   backprop. The trunk dominates both, so the ratio is the price of a conservative (energy) model.
-* Sampler: `samplers.tempered_langevin` on the energy (one grad E per step) for `--chains` chains.
+* Sampler: `samplers.tempered_langevin` on the energy (one grad E per step) for `--chains` chains, with the
+  config's sampling.conv_impl (the mnist5k config trains with XLA convolutions and samples with patches).
 
 Batches are random arrays of the config's image shape (speed does not depend on pixel values, and no
 dataset is read). Times are medians of `--reps` calls after one compiling call.
@@ -83,7 +84,9 @@ def main():
   ap.add_argument("--nf", type=int, default=0, help="width override (0: the config's)")
   ap.add_argument("--blocks", default="", help="stage_blocks override, e.g. 1,1,1")
   ap.add_argument("--batch", type=int, default=0, help="batch override (0: the config's)")
-  ap.add_argument("--conv_impl", default="", help="'xla' or 'patches' for both networks (default: the config's)")
+  ap.add_argument("--conv_impl", default="", help="'xla' or 'patches' for both trained networks (default: the config's)")
+  ap.add_argument("--sampler_conv_impl", default="", help="'xla' or 'patches' for the sampler (default: the "
+                                                          "config's sampling.conv_impl, else model.conv_impl)")
   ap.add_argument("--reps", type=int, default=5)
   ap.add_argument("--chains", type=int, default=0, help="sampler chains (0: config's sampling.batch_size)")
   ap.add_argument("--sampler_steps", type=int, default=20)
@@ -99,6 +102,7 @@ def main():
     t.batch_size = args.batch
   if args.conv_impl:
     m.conv_impl = args.conv_impl
+  sample_impl = args.sampler_conv_impl or config.sampling.get("conv_impl", "") or m.get("conv_impl", "xla")
   t.num_devices = 1
   shape = SHAPES.get(config.data.dataset, (32, 32, 3))
   if config.data.get("pad_to", 0):
@@ -141,7 +145,9 @@ def main():
 
   # --- sampler: the energy's score -grad E, one per step, as mdsm's sample() runs it
   chains = args.chains or config.sampling.get("batch_size", 0) or config.sampling.n_samples
-  net = get_model(config.model, shape)
+  sample_model = config.model.copy_and_resolve_references()
+  sample_model.conv_impl = sample_impl
+  net = get_model(sample_model, shape)
   params = jax.jit(method.init_params)(jax.random.PRNGKey(1))
   temps = jnp.ones((args.sampler_steps,))
 
@@ -159,7 +165,7 @@ def main():
   total = config.sampling.n_flat + config.sampling.n_decay + config.sampling.n_cool
 
   print(f"# {args.config}: shape {shape}, nf {m.nf}, stage_blocks {tuple(m.stage_blocks)}, batch {t.batch_size}, "
-        f"conv_impl {m.get('conv_impl', 'xla')} (both networks), "
+        f"conv_impl {m.get('conv_impl', 'xla')} (both trained networks), sampler {sample_impl}, "
         f"jax {jax.__version__} {jax.default_backend()}, nproc {os.cpu_count()}, load1 {os.getloadavg()[0]:.2f}")
   for name in ("mdsm", "dsm"):
     r = rows[name]

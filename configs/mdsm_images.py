@@ -56,6 +56,7 @@ def mdsm_image_config(dataset: str, nf: int, stage_blocks):
   s.init_std = 1.0
   s.init_range = (0.0, 1.0)    # used only by init='uniform'
   s.final_denoise = True       # reference sample.py: SS_denoise(x, netE, 0.1): x - sigma0^2 grad E
+  s.conv_impl = ""             # the sampler's convolutions ('' = model.conv_impl; same parameters either way)
 
   e = config.eval
   e.ood_n = 1000               # in-distribution test images (and as many of each OOD set) for the AUROCs

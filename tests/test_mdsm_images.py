@@ -329,6 +329,37 @@ def test_tempered_sampler_reaches_the_right_variance_at_t1():
   assert float(xc.var()) < 0.2 * var_ula
 
 
+def test_sampler_conv_impl_changes_the_compute_not_the_samples(monkeypatch):
+  """sampling.conv_impl = 'patches' on a network trained with model.conv_impl = 'xla' (the mnist5k config)
+  samples the same chains from the same parameters as the sampler with XLA convolutions; the Gaussian base
+  energy is part of both."""
+  shape = (8, 8, 1)
+  over = {"model.conv_impl": "xla", "model.base_energy": "gaussian", "sampling.n_samples": 6,
+          "sampling.batch_size": 3, "sampling.n_flat": 3, "sampling.n_decay": 5, "sampling.n_cool": 2,
+          "sampling.t_end": 0.0}
+
+  class _Data(_Shape):
+    def train_images(self):
+      return np.random.default_rng(0).uniform(0, 1, (64,) + shape).astype(np.float32)
+
+    def to_unit(self, x):
+      return x
+
+  from dsm_jax.models import energy_resnet  # noqa: PLC0415
+  traced, patch_call = [], energy_resnet.PatchConv.__call__
+  monkeypatch.setattr(energy_resnet.PatchConv, "__call__", lambda self, x: traced.append(1) or patch_call(self, x))
+  got = {}
+  for impl in ("xla", "patches"):
+    traced.clear()
+    method = mdsm.build(_method_config(**over, **{"sampling.conv_impl": impl}), _Data(shape))
+    params = _np_init(get_model(_method_config(**over).model, shape), jnp.zeros((1,) + shape))
+    got[impl] = method.sample(params, jax.random.PRNGKey(3))
+    assert bool(traced) == (impl == "patches")  # the sampler traced PatchConv only when asked to
+  assert got["xla"]["x"].shape == (6,) + shape and np.std(got["xla"]["x"]) > 0.1
+  np.testing.assert_allclose(got["patches"]["x"], got["xla"]["x"], atol=2e-4)
+  np.testing.assert_allclose(got["patches"]["trajectory"], got["xla"]["trajectory"], atol=2e-4)
+
+
 def test_trajectory_thin_and_initial_state():
   assert mdsm.trajectory_thin(2700) == 225 and mdsm.trajectory_thin(8) == 1 and mdsm.trajectory_thin(450) == 45
   u = mdsm.initial_state(jax.random.PRNGKey(0), 500, (3,), ml_collections.ConfigDict({"init_range": (-2.0, 1.0)}))
@@ -368,6 +399,7 @@ def test_paper_values():
 @pytest.mark.parametrize("key,value", [("sampling.init", "normal"), ("sampling.init_std", 0.0),
                                        ("eval.ood_datasets", ("imagenet",)), ("eval.ood_n", 0),
                                        ("model.sigma_dist", "exp"), ("model.conv_impl", "cudnn"),
+                                       ("sampling.conv_impl", "cudnn"),
                                        ("sampling.batch_size", -1)])
 def test_bad_values_name_the_key(key, value):
   with pytest.raises(ConfigError) as err:

@@ -47,6 +47,9 @@ def validate(config) -> None:
   one_of(config, "model.sigma_dist", SIGMA_DISTS)
   if "base_energy" in m:
     one_of(config, "model.base_energy", BASE_ENERGIES)
+  if config.sampling.get("conv_impl", ""):  # '' = model.conv_impl
+    from dsm_jax.models.energy_resnet import CONV_IMPLS  # noqa: PLC0415
+    one_of(config, "sampling.conv_impl", CONV_IMPLS)
   one_of(config, "sampling.method", ("tempered_langevin",))
   positive(config, "sampling.n_samples", integer=True)
   if "batch_size" in config.sampling:
@@ -113,12 +116,22 @@ def trajectory_thin(n_steps: int, max_frames: int = TRAJ_FRAMES) -> int:
   return next(d for d in range(1, n_steps + 1) if n_steps % d == 0 and n_steps // d <= max_frames)
 
 
+def _with_conv_impl(model_config, impl: str):
+  """A copy of config.model with conv_impl = impl (the same network and parameters, other convolutions)."""
+  m = model_config.copy_and_resolve_references()
+  m.conv_impl = impl
+  return m
+
+
 def build(config, dataset) -> Method:
   validate(config)
   shape = tuple(dataset.shape)
   images = len(shape) == 3
   net = get_model(config.model, shape)
   m, s_cfg = config.model, config.sampling
+  sample_net = net  # sampling.conv_impl: the sampler's convolutions, same parameters (models/energy_resnet.py)
+  if images and s_cfg.get("conv_impl", "") not in ("", m.get("conv_impl", "xla")):
+    sample_net = get_model(_with_conv_impl(m, s_cfg.conv_impl), shape)
   sigma0 = float(m.sigma0)
   n_batch = s_cfg.get("batch_size", 0) or s_cfg.n_samples
 
@@ -132,12 +145,12 @@ def build(config, dataset) -> Method:
   def init_params(key):
     return net.init(key, jnp.zeros((1,) + shape))
 
-  def energy(params, x):
-    e = net.apply(params, x)
+  def energy(params, x, network=net):
+    e = network.apply(params, x)
     return e if base is None else e + gaussian_base.quadratic_energy(base, coef, x).astype(e.dtype)
 
-  def energy_of(params):
-    return lambda x, sig: energy(params, x)
+  def energy_of(params, network=net):
+    return lambda x, sig: energy(params, x, network)
 
   def loss_fn(params, key, batch):
     k_sig, k_noise = jax.random.split(key)
@@ -151,7 +164,7 @@ def build(config, dataset) -> Method:
   def _draw(params, key, n):
     k0, k1 = jax.random.split(key)
     x0 = samplers.shard_chains(initial_state(k0, n, shape, s_cfg))  # chains split over the local devices
-    score = fields.score_from_energy(energy_of(params))
+    score = fields.score_from_energy(energy_of(params, sample_net))
     x, aux = samplers.tempered_langevin(score, k1, x0, s_cfg.eps, temps, thin=thin,  # Sec. 4.2
                                         final_denoise_sigma=sigma0 if s_cfg.final_denoise else None)
     chex.assert_shape(x, (n,) + shape)
