@@ -102,7 +102,9 @@ def main():
     t.batch_size = args.batch
   if args.conv_impl:
     m.conv_impl = args.conv_impl
-  sample_impl = args.sampler_conv_impl or config.sampling.get("conv_impl", "") or m.get("conv_impl", "xla")
+  if args.sampler_conv_impl:
+    config.sampling.conv_impl = args.sampler_conv_impl
+  sample_model = mdsm.sampler_model_config(config)  # the sampler's network, as mdsm.build makes it
   t.num_devices = 1
   shape = SHAPES.get(config.data.dataset, (32, 32, 3))
   if config.data.get("pad_to", 0):
@@ -145,8 +147,6 @@ def main():
 
   # --- sampler: the energy's score -grad E, one per step, as mdsm's sample() runs it
   chains = args.chains or config.sampling.get("batch_size", 0) or config.sampling.n_samples
-  sample_model = config.model.copy_and_resolve_references()
-  sample_model.conv_impl = sample_impl
   net = get_model(sample_model, shape)
   params = jax.jit(method.init_params)(jax.random.PRNGKey(1))
   temps = jnp.ones((args.sampler_steps,))
@@ -165,7 +165,7 @@ def main():
   total = config.sampling.n_flat + config.sampling.n_decay + config.sampling.n_cool
 
   print(f"# {args.config}: shape {shape}, nf {m.nf}, stage_blocks {tuple(m.stage_blocks)}, batch {t.batch_size}, "
-        f"conv_impl {m.get('conv_impl', 'xla')} (both trained networks), sampler {sample_impl}, "
+        f"conv_impl {m.get('conv_impl', 'xla')} (both trained networks), sampler {sample_model.conv_impl}, "
         f"jax {jax.__version__} {jax.default_backend()}, nproc {os.cpu_count()}, load1 {os.getloadavg()[0]:.2f}")
   for name in ("mdsm", "dsm"):
     r = rows[name]

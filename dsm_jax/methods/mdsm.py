@@ -116,10 +116,11 @@ def trajectory_thin(n_steps: int, max_frames: int = TRAJ_FRAMES) -> int:
   return next(d for d in range(1, n_steps + 1) if n_steps % d == 0 and n_steps // d <= max_frames)
 
 
-def _with_conv_impl(model_config, impl: str):
-  """A copy of config.model with conv_impl = impl (the same network and parameters, other convolutions)."""
-  m = model_config.copy_and_resolve_references()
-  m.conv_impl = impl
+def sampler_model_config(config):
+  """config.model as the sampler builds it: conv_impl from sampling.conv_impl ('' = model.conv_impl). The same
+  network and parameters; only the convolutions' compute differs (models/energy_resnet.py)."""
+  m = config.model.copy_and_resolve_references()
+  m.conv_impl = config.sampling.get("conv_impl", "") or m.get("conv_impl", "xla")
   return m
 
 
@@ -129,9 +130,8 @@ def build(config, dataset) -> Method:
   images = len(shape) == 3
   net = get_model(config.model, shape)
   m, s_cfg = config.model, config.sampling
-  sample_net = net  # sampling.conv_impl: the sampler's convolutions, same parameters (models/energy_resnet.py)
-  if images and s_cfg.get("conv_impl", "") not in ("", m.get("conv_impl", "xla")):
-    sample_net = get_model(_with_conv_impl(m, s_cfg.conv_impl), shape)
+  sample_m = sampler_model_config(config)  # sampling.conv_impl: the sampler's convolutions, same parameters
+  sample_net = get_model(sample_m, shape) if images and sample_m.conv_impl != m.get("conv_impl", "xla") else net
   sigma0 = float(m.sigma0)
   n_batch = s_cfg.get("batch_size", 0) or s_cfg.n_samples
 
