@@ -116,5 +116,21 @@ def main(argv):
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items()))
 
 
+def cli(argv: list) -> int:
+  """Runs the command line argv (argv[0] is the program name) in this process, as `python -m experiments.run`
+  does, and returns its exit status. For tests and notebooks."""
+  FLAGS.unparse_flags()
+  for name in [n for n in FLAGS if n.startswith("config.")]:  # a previous call's override flags
+    delattr(FLAGS, name)
+  saved, sys.argv = sys.argv, list(argv)  # ml_collections reads --config.* overrides from sys.argv
+  try:
+    main(parse_flags(list(argv)))
+  except SystemExit as e:
+    return 0 if e.code is None else int(e.code)
+  finally:
+    sys.argv = saved
+  return 0
+
+
 if __name__ == "__main__":
   app.run(main, flags_parser=parse_flags)

@@ -120,7 +120,8 @@ def sampler_model_config(config):
   """config.model as the sampler builds it: conv_impl from sampling.conv_impl ('' = model.conv_impl). The same
   network and parameters; only the convolutions' compute differs (models/energy_resnet.py)."""
   m = config.model.copy_and_resolve_references()
-  m.conv_impl = config.sampling.get("conv_impl", "") or m.get("conv_impl", "xla")
+  with m.unlocked():  # the command line locks the config; this copy gains the sampler's key
+    m.conv_impl = config.sampling.get("conv_impl", "") or m.get("conv_impl", "xla")
   return m
 
 
