@@ -4,7 +4,7 @@ Two 3x3 convolutions (64 -> 64 channels, 28x28, batch 64) with a tanh between th
 its parameter gradient, each jit'd on its own and inside a length-1 lax.scan. On the project's 2-core CPU
 (jax 0.10.2, 2026-12-04) the gradient took ~280 ms plain and ~14,100 ms inside the scan, the forward pass
 ~38 ms either way; --xla_cpu_use_thunk_runtime=false changed nothing. That is why the trainer's
-training.chunk_mode='auto' calls one compiled step per step for image data on CPU (dsm_jax/train.py).
+the trainer calls one compiled step per step for image data on CPU (dsm_jax/platform.py: chunk_mode).
 
     python benchmarks/bench_conv_in_loop.py
 """

@@ -1,16 +1,15 @@
 """Cost of MDSM's double backprop: one MDSM training step against a DSM step of the same trunk with a
 score head, on the same batch; and the tempered Langevin sampler's steps/s.
 
-* MDSM step: exactly what the trainer compiles for configs/<config>.py, i.e.
-  `train.default_train_step(method.loss_fn, make_optimizer(config), ...)` with method = mdsm.build(...):
-  E(x~) by the ResNet energy, grad_x E by jax.grad inside the loss, the loss differentiated w.r.t. the
-  parameters (double backprop), Adam.
-* DSM step: the same `ResNetTrunk` (same nf, stage_blocks, dtype, conv_impl) with a score head instead of the
+* MDSM step: exactly what the trainer compiles for configs/<config>.py, i.e. the guarded step
+  (train.guarded_step) of method = mdsm.build(...): E(x~) by the ResNet energy, grad_x E by jax.grad inside the
+  loss, the loss differentiated w.r.t. the parameters (double backprop), the network's optimizer.
+* DSM step: the same `ResNetTrunk` (same nf, stage_blocks, dtype, convolution form) with a score head instead of the
   quadratic energy head (flattened features -> Dense(H*W*C) -> image shape), trained by
   `losses.dsm` on the same batch with the same per-example sigmas and the same optimizer: one
   backprop. The trunk dominates both, so the ratio is the price of a conservative (energy) model.
-* Sampler: `samplers.tempered_langevin` on the energy (one grad E per step) for `--chains` chains, with the
-  config's sampling.conv_impl (the mnist5k config trains with XLA convolutions and samples with patches).
+* Sampler: `samplers.tempered_langevin` on the energy (one grad E per step) for `--chains` chains.
+Every part uses the platform's convolution form (dsm_jax/platform.py; --conv_impl forces one).
 
 Batches are random arrays of the config's image shape (speed does not depend on pixel values, and no
 dataset is read). Times are medians of `--reps` calls after one compiling call.
@@ -34,10 +33,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dsm_jax import fields, losses, samplers  # noqa: E402
+from dsm_jax import fields, losses, models, platform, samplers  # noqa: E402
 from dsm_jax import train as train_lib  # noqa: E402
 from dsm_jax.methods import mdsm  # noqa: E402
-from dsm_jax.models import get_model  # noqa: E402
+from dsm_jax.methods.base import Method, loss_step  # noqa: E402
 from dsm_jax.models.energy_resnet import ResNetTrunk, kernel_init  # noqa: E402
 
 SHAPES = {"mnist5k": (28, 28, 1), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "digits": (8, 8, 1),
@@ -49,11 +48,10 @@ class ScoreResNet(nn.Module):
   nf: int
   stage_blocks: tuple
   dtype: jnp.dtype = jnp.float32
-  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, sigma=None):
-    h = ResNetTrunk(self.nf, self.stage_blocks, self.dtype, self.conv_impl, name="trunk")(x)
+    h = ResNetTrunk(self.nf, self.stage_blocks, self.dtype, name="trunk")(x)
     h = h.reshape(h.shape[0], -1).astype(jnp.float32)
     return nn.Dense(int(np.prod(x.shape[1:])), kernel_init=kernel_init, name="score")(h).reshape(x.shape)
 
@@ -84,9 +82,7 @@ def main():
   ap.add_argument("--nf", type=int, default=0, help="width override (0: the config's)")
   ap.add_argument("--blocks", default="", help="stage_blocks override, e.g. 1,1,1")
   ap.add_argument("--batch", type=int, default=0, help="batch override (0: the config's)")
-  ap.add_argument("--conv_impl", default="", help="'xla' or 'patches' for both trained networks (default: the config's)")
-  ap.add_argument("--sampler_conv_impl", default="", help="'xla' or 'patches' for the sampler (default: the "
-                                                          "config's sampling.conv_impl, else model.conv_impl)")
+  ap.add_argument("--conv_impl", default="auto", help="runtime.conv_impl: auto (the platform's), xla, vjp, patches")
   ap.add_argument("--reps", type=int, default=5)
   ap.add_argument("--chains", type=int, default=0, help="sampler chains (0: config's sampling.batch_size)")
   ap.add_argument("--sampler_steps", type=int, default=20)
@@ -100,26 +96,17 @@ def main():
     m.stage_blocks = tuple(int(b) for b in args.blocks.split(","))
   if args.batch:
     t.batch_size = args.batch
-  if args.conv_impl:
-    m.conv_impl = args.conv_impl
-  if args.sampler_conv_impl:
-    config.sampling.conv_impl = args.sampler_conv_impl
-  sample_model = mdsm.sampler_model_config(config)  # the sampler's network, as mdsm.build makes it
-  t.num_devices = 1
+  config.runtime.conv_impl = args.conv_impl
+  config.runtime.num_devices = 1
   shape = SHAPES.get(config.data.dataset, (32, 32, 3))
-  if config.data.get("pad_to", 0):
+  if config.data.pad_to:
     shape = (config.data.pad_to, config.data.pad_to, shape[2])
+  impl = platform.apply(config)
   method = mdsm.build(config, _ShapeOnly(shape))
-  optimizer = train_lib.make_optimizer(config)
   batch = jnp.asarray(np.random.default_rng(0).uniform(size=(t.batch_size,) + shape), jnp.float32)
 
-  # --- MDSM: the trainer's step
-  step_e = jax.jit(train_lib.default_train_step(method.loss_fn, optimizer, 0.0, "stop"), donate_argnums=(0,))
-  state_e = jax.jit(lambda k: train_lib.init_state(k, method.init_params, optimizer))(jax.random.PRNGKey(0))
-
   # --- DSM: same trunk, score head, same sigmas (mdsm.draw_sigmas), same optimizer
-  score_net = ScoreResNet(m.nf, tuple(m.stage_blocks), jnp.dtype(m.get("dtype", "float32")),
-                          m.get("conv_impl", "xla"))
+  score_net = ScoreResNet(m.nf, tuple(m.stage_blocks), jnp.dtype(m.dtype))
 
   def dsm_loss(params, key, x):
     k_sig, k_noise = jax.random.split(key)
@@ -127,12 +114,16 @@ def main():
     loss, _ = losses.dsm(lambda y, s: score_net.apply(params, y), k_noise, x, sig)
     return loss, {}
 
-  step_s = jax.jit(train_lib.default_train_step(dsm_loss, optimizer, 0.0, "stop"), donate_argnums=(0,))
-  state_s = jax.jit(lambda k: train_lib.init_state(k, lambda kk: score_net.init(kk, batch[:1]), optimizer))(
-      jax.random.PRNGKey(0))
+  dsm_method = Method(name="dsm", init=lambda k: {"score": score_net.init(k, batch[:1])},
+                      step=loss_step("score", dsm_loss), networks={"score": 1}, sample=None, evaluate=None)
+  steps = {}
+  for name, meth in (("mdsm", method), ("dsm", dsm_method)):
+    step = jax.jit(train_lib.guarded_step(meth), donate_argnums=(0,))
+    state = jax.jit(lambda k, meth=meth: train_lib.init_state(config, meth, k))(jax.random.PRNGKey(0))
+    steps[name] = (step, state)
 
   rows = {}
-  for name, step, state in (("mdsm", step_e, state_e), ("dsm", step_s, state_s)):
+  for name, (step, state) in steps.items():
     holder = {"state": state}
 
     def call():
@@ -142,13 +133,14 @@ def main():
     t0 = time.perf_counter()
     jax.block_until_ready(call())
     compile_s = time.perf_counter() - t0
-    n_params = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(holder["state"]["params"]))
+    n_params = sum(int(np.prod(a.shape)) for n in holder["state"]["nets"].values()
+                   for a in jax.tree_util.tree_leaves(n.params))
     rows[name] = {"step_ms": 1e3 * _median(call, args.reps), "compile_s": compile_s, "params": n_params}
 
   # --- sampler: the energy's score -grad E, one per step, as mdsm's sample() runs it
-  chains = args.chains or config.sampling.get("batch_size", 0) or config.sampling.n_samples
-  net = get_model(sample_model, shape)
-  params = jax.jit(method.init_params)(jax.random.PRNGKey(1))
+  chains = args.chains or config.sampling.batch_size or config.sampling.n_samples
+  net = models.build(m, shape)
+  params = jax.jit(method.init)(jax.random.PRNGKey(1))["energy"]
   temps = jnp.ones((args.sampler_steps,))
 
   @jax.jit
@@ -165,7 +157,7 @@ def main():
   total = config.sampling.n_flat + config.sampling.n_decay + config.sampling.n_cool
 
   print(f"# {args.config}: shape {shape}, nf {m.nf}, stage_blocks {tuple(m.stage_blocks)}, batch {t.batch_size}, "
-        f"conv_impl {m.get('conv_impl', 'xla')} (both trained networks), sampler {sample_model.conv_impl}, "
+        f"convolutions: {impl}, "
         f"jax {jax.__version__} {jax.default_backend()}, nproc {os.cpu_count()}, load1 {os.getloadavg()[0]:.2f}")
   for name in ("mdsm", "dsm"):
     r = rows[name]

@@ -64,9 +64,8 @@ def main():
   ap.add_argument("--reps", type=int, default=3)
   args = ap.parse_args()
 
-  from dsm_jax import samplers
-  from dsm_jax.methods import debm, ncsn
-  from dsm_jax.models import get_model
+  from dsm_jax import models, samplers, sigmas
+  from dsm_jax.methods import debm
 
   rows = []
   # --- Denoising-EBM two-stage
@@ -75,11 +74,11 @@ def main():
     c.model.nf = args.debm_nf
   c.sampling.n_samples = c.sampling.batch_size = args.n
   c.sampling.pixel_only = False
-  shape = SHAPES[c.data.dataset] if c.data.get("image_size", 0) in (0, 32) else (64, 64, 3)
+  shape = SHAPES[c.data.dataset] if c.data.image_size in (0, 32) else (64, 64, 3)
   if c.data.dataset == "celeb_a" and c.data.image_size == 64:
     shape = (64, 64, 3)
   method = debm.build(c, _ShapeOnly(shape, c.data.scale))
-  params = method.init_params(jax.random.PRNGKey(0))
+  params = method.init(jax.random.PRNGKey(0))
   s = c.sampling
   first, dt = _time(lambda: method.sample(params, jax.random.PRNGKey(1))["x"], args.reps)
   rows.append((f"{args.debm} two-stage (nf={c.model.nf}, K={s.latent_steps}, T={s.pixel_steps})",
@@ -91,8 +90,8 @@ def main():
     c.model.ngf = args.ncsn_ngf
   steps = args.ncsn_steps or int(c.sampling.n_steps_each)
   shape_n = SHAPES[c.data.dataset]
-  net = get_model(c.model, shape_n, conditional=True)
-  ladder = ncsn.ladder_from_config(c)
+  ladder = sigmas.ladder_from_config(c)
+  net = models.build(c.model, shape_n, sigmas=tuple(float(v) for v in ladder))
   p_n = net.init(jax.random.PRNGKey(0), np.zeros((1,) + shape_n, np.float32), ladder[:1])
 
   @jax.jit
@@ -104,7 +103,7 @@ def main():
   lo, hi = c.sampling.init_range
   x0 = jax.random.uniform(jax.random.PRNGKey(2), (args.n,) + shape_n, minval=lo, maxval=hi)
   first, dt = _time(lambda: draw(p_n, jax.random.PRNGKey(3), x0), args.reps)
-  width = f"ngf={c.model.ngf}" if "ngf" in c.model else f"{c.model.name} {tuple(c.model.get('channels', ()))}"
+  width = f"ngf={c.model.ngf}" if "ngf" in c.model else f"{c.model.name} {tuple(c.model.channels)}"
   rows.append((f"{args.ncsn} annealed Langevin ({width}, L={len(ladder)}, T={steps})",
                int(len(ladder)) * steps, first, dt))
 

@@ -27,7 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dsm_jax import run_lib, train  # noqa: E402
+from dsm_jax import models, run_lib, train  # noqa: E402
 from dsm_jax.methods import dde  # noqa: E402
 
 
@@ -64,12 +64,12 @@ def main(argv=None) -> dict:
   for a in args.set:
     _set(config, a)
   dataset, method = run_lib.prepare(config, args.workdir)
-  step, state = train.load_latest(config, args.workdir, method)
-  params, m = state["params"], config.model
+  step, state = train.load_latest(config, args.workdir, method, dataset)
+  params, m = train.sampling_params(state["nets"]), config.model
   sigma, shape = float(m.sigma), tuple(dataset.shape)
   d = int(np.prod(shape))
   log_density = dde.make_log_density(config, dataset)
-  g_net = dde.network(m.generator, shape, generator=True)
+  g_net = models.build(m.generator, shape, "model.generator", generator=True)
   grad_of = lambda p: jax.jit(jax.grad(lambda v: jnp.sum(log_density(p, v))))  # noqa: E731
   grad_p, grad_q = grad_of(params["Ep"]), grad_of(params["Eq"])
   mse = lambda a, b: float(np.mean((np.asarray(a, np.float64).reshape(len(a), -1) - np.asarray(b, np.float64).reshape(len(b), -1)) ** 2))  # noqa: E731
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
          "E_p": mse(v + grad_p(v), x_test)}
 
   z = jax.random.normal(jax.random.PRNGKey(2), (args.n, int(m.latent_dim)))
-  g = g_net.apply(params["G"], float(m.get("latent_std", 1.0)) * z)
+  g = g_net.apply(params["G"], float(m.latent_std) * z)
   g_flat = np.asarray(g, np.float64).reshape(len(g), -1)
   eps = sigma * jax.random.normal(jax.random.PRNGKey(3), g.shape)
   vg = g + eps

@@ -7,25 +7,21 @@ epochs of 600 batches; here E_p is pre-trained for as many steps as it gets ther
 (dsm_jax/methods/dde.py, (E5)), then every trainer step is one round of q_steps E_q steps and one generator
 step: the same 10:1 ratio and the same 3,000 generator steps.
 """
-import ml_collections
-
 from configs.default import get_default_config
+from dsm_jax import models
 
 
-def dense_net(hidden: int, n_layers: int, out_act: str = "none") -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.name = "dense_net"       # (ref) modules.py DenseNetModule: every layer sees the input and all earlier layers
-  c.hidden = hidden          # (ref) --n_hidden 256
-  c.n_layers = n_layers      # (ref) --n_layers 16
-  c.act = "softplus"         # (ref) --activation softplus
-  c.out_act = out_act        # (ref) --dense_sigmoid: the generator ends in a sigmoid (images in [0, 1])
-  c.quadratic = True         # the energies: + 1/2 softplus(c) ||x||^2 keeps exp(E / sigma^2) normalisable
-  return c
+def dense_net(hidden: int, n_layers: int, out_act: str = "none"):
+  return models.section("dense_net",  # (ref) modules.py DenseNetModule: every layer sees the input and all earlier ones
+                        hidden=hidden,      # (ref) --n_hidden 256
+                        n_layers=n_layers,  # (ref) --n_layers 16
+                        act="softplus",     # (ref) --activation softplus
+                        out_act=out_act,    # (ref) --dense_sigmoid: the generator ends in a sigmoid (images in [0, 1])
+                        quadratic=True)     # the energies: + 1/2 softplus(c) ||x||^2 keeps exp(E / sigma^2) normalisable
 
 
 def dde_image_config(dataset: str, hidden: int = 256, n_layers: int = 16, gen_hidden: int = 64):
-  config = get_default_config()
-  config.method = "dde"
+  config = get_default_config("dde")
   d = config.data
   d.dataset = dataset
   d.scale = "01"             # (ref) torchvision ToTensor: pixels in [0, 1], flattened for the dense networks
@@ -34,29 +30,26 @@ def dde_image_config(dataset: str, hidden: int = 256, n_layers: int = 16, gen_hi
 
   m = config.model
   m.sigma = 0.5              # (ref) train_mnist.sh --sigma 0.5
-  m.p_steps = 30000          # E_p steps before freezing: (ref) 50 epochs x 600 batches of 100
-  m.q_steps = 10             # E_q steps per round: (ref) --train_gen_every 10
-  m.g_steps = 1
-  m.g_lr = 1e-3              # (ref) --lr 0.001 for every network
   m.latent_dim = 16          # (ref) --n_input 16
   m.latent_std = 1.0         # (ref) z ~ N(0, I); G sees latent_std * z
   m.base_energy = "none"     # (ref) the DDEs are networks alone; 'gaussian' adds the data's smoothed Gaussian fit
-  m.anneal_sigmas = ()       # noise levels before sigma, decreasing; () = one sigma throughout (ref default)
-  m.anneal_rounds = 0        # generator rounds at each of them (ref --reduce_sigma_every, in epochs)
-  m.anneal_p_steps = 0       # E_p steps at the start of each later level, then frozen again
-  m.gen_batch_size = 100     # (ref) the generator draws a data batch's worth of z
-  m.antithetic = False       # (ref) one eps per example
-  m.antithetic_g = False     # (ref) one eps per generator sample; True adds -eps (E4's linear noise cancels)
-  m.n_snapshots = 8          # training_rounds.png: the generator on 8 fixed z at rounds 0, snapshot_every, ...
-  m.snapshot_every = 375
-  m.snapshot_n = 8
   m.dde = dense_net(hidden, n_layers)
   m.generator = dense_net(gen_hidden, n_layers, out_act="sigmoid")  # (ref) --n_gen_hidden 64 (dde.py default)
 
   t = config.training
-  t.n_iters = m.p_steps + 3000  # + 3,000 rounds: (ref) 30,000 batches / train_gen_every 10
+  t.p_steps = 30000          # E_p steps before freezing: (ref) 50 epochs x 600 batches of 100
+  t.q_steps = 10             # E_q steps per round: (ref) --train_gen_every 10
+  t.g_steps = 1
+  t.gen_batch_size = 100     # (ref) the generator draws a data batch's worth of z
+  t.antithetic = False       # (ref) one eps per example
+  t.antithetic_g = False     # (ref) one eps per generator sample; True adds -eps (E4's linear noise cancels)
+  t.anneal_sigmas = ()       # noise levels before sigma, decreasing; () = one sigma throughout (ref default)
+  t.n_snapshots = 8          # training_rounds.png: the generator on 8 fixed z at rounds 0, snapshot_every, ...
+  t.snapshot_every = 375
+  t.snapshot_n = 8
+  t.n_iters = t.p_steps + 3000  # + 3,000 rounds: (ref) 30,000 batches / train_gen_every 10
   t.batch_size = 100         # (ref) --batch_size 100
-  t.lr = 1e-3                # (ref) --lr 0.001 (E_p and E_q)
+  t.lr = 1e-3                # (ref) --lr 0.001 for every network
   t.ema_rate = 0.0           # (ref) no EMA
   t.log_every = 100
   t.ckpt_every = 2000

@@ -1,15 +1,14 @@
 """Shared settings of Denoising-EBM's image experiments (Weili Zeng 2023, "How to Construct Energy for
-Images? Denoising Autoencoder Can Be Energy Based Model", arXiv:2303.03887; issue 6 of this repo).
+Images? Denoising Autoencoder Can Be Energy Based Model", arXiv:2303.03887).
 
-Each value is marked with its source: [paper] the paper's text as summarised in issue 6 (Algorithm 1,
-eqs. 7-8, the experiment section), [choice] where the paper leaves it open (see dsm_jax/methods/debm.py's
-docstring for the reasons; tests/test_debm.py checks each choice's behaviour)."""
+Each value is marked with its source: [paper] the paper's text (Algorithm 1, eqs. 7-8, the experiment section),
+[choice] where the paper leaves it open (see dsm_jax/methods/debm.py's docstring for the reasons;
+tests/test_debm.py checks each choice's behaviour)."""
 from configs.default import get_default_config
 
 
 def debm_image_config(dataset: str, latent_steps: int, pixel_steps: int, ch_mult=(1, 2, 2, 2)):
-  config = get_default_config()
-  config.method = "debm"
+  config = get_default_config("debm")
   d = config.data
   d.dataset = dataset
   d.scale = "-11"              # [paper] data scaled to [-1, 1] ...
@@ -29,6 +28,8 @@ def debm_image_config(dataset: str, latent_steps: int, pixel_steps: int, ch_mult
   m.sigma_min = 0.01           # [paper] ... to 0.01
   m.num_scales = 128           # [paper] S = 128
   m.dae_weight = "none"        # [paper] DAE loss || r_phi(x~, sigma) - x ||^2, unweighted
+  m.sigma_latent = 0.1         # [choice] one fixed sigma per stage, shared by training, sampling and the
+  m.sigma_pixel = 0.1          #          contrastive terms; 0.1 keeps eta_2 = 0.01 stable (eta_2/(2 sigma^2) = 0.5)
 
   t = config.training
   t.n_iters = 100000           # [choice] the paper's iteration count is not in the text we have
@@ -36,14 +37,16 @@ def debm_image_config(dataset: str, latent_steps: int, pixel_steps: int, ch_mult
   t.optimizer = "adam"         # [paper] Adam ...
   t.lr = 5e-5                  # [paper] ... learning rate 5e-5 for every update
   t.beta1, t.beta2 = 0.9, 0.999  # [choice] Adam's defaults
-  t.schedule = "constant"      # [paper] (required: each step makes L + 1 optimizer updates)
+  t.schedule = "constant"      # [paper] a constant learning rate
   t.ema_rate = 0.0             # [choice] sample the raw parameters
   t.dae_steps = 3              # [paper] L = 3 DAE steps per iteration (Algorithm 1)
   t.latent_steps = latent_steps  # [paper] K latent Langevin steps in training ...
   t.pixel_steps = pixel_steps  # [paper] ... and T pixel steps
   t.energy_reg = 0.0           # [paper] none; alpha > 0 adds alpha (U_data^2 + U_sample^2) to the contrastive
                                #         terms (Du & Mordatch 2019), bounding the sample energy (debm.py)
-  t.eta_latent = 0.1           # [paper] eta_1 of the training chains (sampling.eta_latent is the sampler's)
+  t.eta_latent = 0.1           # [paper] eta_1 of the training chains (sampling.eta_latent is the sampler's) ...
+  t.eta_pixel = 0.01           # [paper] ... and eta_2
+  t.noise_scale = 1.0          # [choice] x - eta/2 grad U + sqrt(eta) w: unadjusted Langevin with step eta
   t.dae_pretrain = 0           # [paper] none; P > 0 runs only the L DAE / decoder steps in the first P iterations
   t.n_chains = 0               # [choice] 0: batch_size / L chains (the size of one DAE minibatch)
   t.log_every = 100
@@ -51,14 +54,11 @@ def debm_image_config(dataset: str, latent_steps: int, pixel_steps: int, ch_mult
   t.steps_per_call = 1         # one Algorithm-1 iteration is already K + T + L network passes
 
   s = config.sampling
-  s.method = "two_stage"
   s.latent_steps = latent_steps  # [paper] K
   s.pixel_steps = pixel_steps  # [paper] T
   s.eta_latent = 0.1           # [paper] eta_1 = 0.1
   s.eta_pixel = 0.01           # [paper] eta_2 = 0.01
-  s.noise_scale = 1.0          # [choice] x - eta/2 grad U + sqrt(eta) w: unadjusted Langevin with step eta
-  s.sigma_latent = 0.1         # [choice] one fixed sigma per stage, shared by training, sampling and the
-  s.sigma_pixel = 0.1          #          contrastive terms; 0.1 keeps eta_2 = 0.01 stable (eta_2/(2 sigma^2) = 0.5)
+  s.noise_scale = 1.0          # [choice] as training.noise_scale
   s.final_denoise = True       # [choice] output r_phi(x^T, sigma_pixel), the DAE's posterior mean
   s.latent_init = "normal"     # [paper] z^0 ~ N(0, I); 'data_gaussian': the Gaussian of the training codes
   s.latent_fit_n = 2000        # training images whose codes 'data_gaussian' fits

@@ -5,14 +5,13 @@ The paper's Algorithm 1 (configs/debm_images.py) at CPU scale: a U-Net of width 
 level (28 -> 14 -> 7), a 32-d semantic code, K = 5 latent and T = 10 pixel Langevin steps in training and
 sampling (the paper: K = 20, T = 90 on CIFAR-10), no flips (digits are not mirror-symmetric), 450 iterations
 (~1.8-2.2 s each here) after 1,500 iterations of DAE / decoder pre-training (~0.27 s each). Departures from the
-paper, each measured in docs/RESULTS.md: Adam at 5e-4 instead of 5e-5 (stop 16; the paper's rate is for runs
-of many more iterations; 5e-5 has not been measured here since the DAE and contrastive updates got separate
-Adam moments); the energy regulariser training.energy_reg = 2e-4 (stop 16: without it the short chains let
-the sample energy diverge, 791 -> 8.6e5; with it the sample energy stays near 2,500 and the OOD AUROCs for
-constant images and interpolations rise from 0.53 / 0.85 to 1.00 / 0.997); training.dae_pretrain = 1,500
-(stop 19: decoder loss 134 -> 85); and the sampler's latent step eta_1 = 0.001 instead of 0.1 (stop 19: the
-training chains keep the paper's 0.1; as the sampler's step, 0.1 throws the codes off what the decoder
-decodes: feature FID 516 -> 103, class_tv 0.79 -> 0.22)."""
+paper, each measured (docs/log/): Adam at 5e-4 instead of 5e-5 (the paper's rate is for runs of many more
+iterations); the energy regulariser training.energy_reg = 2e-4 (without it the short chains let the sample
+energy diverge, 791 -> 8.6e5; with it the sample energy stays near 2,500 and the OOD AUROCs for constant images
+and interpolations rise from 0.53 / 0.85 to 1.00 / 0.997); training.dae_pretrain = 1,500 (decoder loss
+134 -> 85); and the sampler's latent step eta_1 = 0.001 instead of 0.1 (the training chains keep the paper's 0.1;
+as the sampler's step, 0.1 throws the codes off what the decoder decodes: feature FID 516 -> 103, class_tv
+0.79 -> 0.22)."""
 from configs.debm_images import debm_image_config
 
 
@@ -37,5 +36,5 @@ def get_config():
   s = config.sampling
   s.n_samples = 500
   s.batch_size = 250
-  s.eta_latent = 0.001       # [choice] the sampler's eta_1 (the paper: 0.1; RESULTS.md, stop 19)
+  s.eta_latent = 0.001       # [choice] the sampler's eta_1 (the paper: 0.1; see above)
   return config

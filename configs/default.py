@@ -1,22 +1,34 @@
-"""Sections every config has, so one override works everywhere:
-seed, method, data, model, training, sampling, eval."""
+"""The sections every config has (seed, method, data, model, training, sampling, eval, runtime) with every shared
+key, and, for `get_default_config(method)`, that method's own keys (its `defaults` in dsm_jax/methods/). An
+experiment config starts from it and only sets values, so DIR/config.json is the whole config as run and one
+override (e.g. --config.training.n_iters=50) works for every config."""
 import ml_collections
 
 
-def get_default_config():
+def _merge(node: ml_collections.ConfigDict, values: dict) -> None:
+  for k, v in values.items():
+    if isinstance(v, dict):
+      if k not in node:
+        node[k] = ml_collections.ConfigDict()
+      _merge(node[k], v)
+    else:
+      node[k] = v
+
+
+def get_default_config(method: str = "") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.method = ""
+  config.method = method
 
   config.data = data = ml_collections.ConfigDict()
   data.dataset = "mixture"
-  # Image datasets (dsm_jax/data/images.py); toy datasets ignore these.
+  # image datasets (dsm_jax/data/images.py); toy datasets ignore these
   data.data_dir = ""           # tfds data_dir; '': tfds's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
   data.image_size = 0          # 0: native (celeb_a: 32, as NCSN)
-  data.scale = "01"            # 01: [0, 1] (NCSN) | -11: [-1, 1]
+  data.scale = "01"            # 01: [0, 1] | -11: [-1, 1]
   data.random_flip = False     # random horizontal flips
   data.dequantize = False      # uniform dequantization (x * 255 + u) / 256 (digits: (v + u) / 17)
-  data.pad_to = 0              # 0 | 32: pad 28x28 images to 32x32 with the background (MDSM's Fashion-MNIST)
+  data.pad_to = 0              # 0 | 32: pad 28x28 images to 32x32 with the background
   data.centre_crop = 0         # 0: none (celeb_a: 140, as NCSN); else centre crop before resizing
 
   config.model = ml_collections.ConfigDict()
@@ -24,38 +36,47 @@ def get_default_config():
   config.training = t = ml_collections.ConfigDict()
   t.n_iters = 10000
   t.batch_size = 128
-  t.optimizer = "adam"
+  # the optimizer of every network; a network's own settings are in training.nets.<name> (dsm_jax/train/state.py)
+  t.optimizer = "adam"         # adam | adamw | sgd
   t.lr = 1e-3
   t.beta1 = 0.9
   t.beta2 = 0.999
   t.adam_eps = 1e-8
-  t.weight_decay = 0.0
-  t.schedule = "constant"      # constant | cosine
+  t.weight_decay = 0.0         # adamw
+  t.schedule = "constant"      # constant | cosine (over the network's own updates)
   t.lr_final_frac = 0.0        # cosine: final lr as a fraction of lr
-  t.warmup = 0
-  t.grad_clip = 0.0            # 0: off
+  t.warmup = 0                 # linear warm-up updates
+  t.grad_clip = 0.0            # global-norm clipping; 0: off
+  t.nets = ml_collections.ConfigDict()  # {name: every optimizer key, -1 / '': training's} (multi-network methods)
   t.ema_rate = 0.0             # 0: sample with the raw parameters
   t.log_every = 100
   t.ckpt_every = 1000
   t.max_to_keep = 3
   t.steps_per_call = 100       # optimizer steps per host round trip (logging, checkpoints fall between)
-  t.chunk_mode = "auto"        # scan: steps_per_call steps in one lax.scan | loop: one compiled step per call
-                               # auto: loop for image data on CPU (convolution backward is slow in a loop), else scan
   t.nan_policy = "stop"        # stop | skip
-  t.num_devices = 0            # 0: every local device
-  t.cpu_devices = 0            # >0: split a CPU host into this many XLA devices (set before JAX starts;
-                               #     XLA:CPU runs one conv on ~one core, so 2 devices use 2 cores)
-  t.distributed = False        # multi-host: jax.distributed.initialize (run the same command on every host)
-  t.coordinator_address = ""   # host:port of process 0 ('' = auto-detect: Cloud TPU, SLURM, Open MPI)
-  t.num_processes = 0          # 0 = auto-detect
-  t.process_id = -1            # -1 = auto-detect
-  t.progress = True
-  t.tensorboard = True         # DIR/tensorboard: scalars of metrics.jsonl and sample pictures
 
   config.sampling = ml_collections.ConfigDict()
-  config.eval = ml_collections.ConfigDict()
-  config.eval.enabled = True
-  config.eval.feature_cache_dir = ""   # '' = ~/.cache/dsm_jax/feature_classifiers
-  config.eval.inception_path = ""      # FID Inception-v3 weights: a path, 'auto' (README), '' = not computed
-  config.eval.inception_max_n = 1000
+
+  config.eval = e = ml_collections.ConfigDict()
+  e.enabled = True
+  e.feature_cache_dir = ""     # '' = ~/.cache/dsm_jax/feature_classifiers
+  e.inception_path = ""        # FID Inception-v3 weights: a path, 'auto' (README), '' = not computed
+  e.inception_max_n = 1000
+
+  # where and how it runs, apart from the hyperparameters (dsm_jax/platform.py)
+  config.runtime = r = ml_collections.ConfigDict()
+  r.num_devices = 0            # devices of the data mesh; 0: every device
+  r.cpu_devices = 0            # > 0: split a CPU host into this many XLA devices (set before JAX starts)
+  r.distributed = False        # multi-host: jax.distributed.initialize (run the same command on every host)
+  r.coordinator_address = ""   # host:port of process 0 ('' = auto-detect: Cloud TPU, SLURM, Open MPI)
+  r.num_processes = 0          # 0 = auto-detect
+  r.process_id = -1            # -1 = auto-detect
+  r.chunk_mode = "auto"        # scan | loop | auto: the platform's choice for the backend
+  r.conv_impl = "auto"         # xla | vjp | patches | auto: the platform's choice for the backend and phase
+  r.progress = True            # progress bar
+  r.tensorboard = True         # DIR/tensorboard: scalars of metrics.jsonl, eval.json and sample pictures
+
+  if method:
+    from dsm_jax import methods  # noqa: PLC0415
+    _merge(config, methods.defaults(method))
   return config

@@ -4,15 +4,12 @@ from configs.default import get_default_config
 
 
 def toy_score_config(method: str):
-  config = get_default_config()
-  config.method = method
+  config = get_default_config(method)
   config.data.dataset = "mixture"
 
   m = config.model
-  m.name = "score_mlp"
   m.hidden = (128, 128)
   m.act = "softplus"
-  m.sigma = 0.5               # the one noise level: every method targets p_sigma = p * N(0, sigma^2 I)
 
   t = config.training
   t.n_iters = 10000
@@ -23,7 +20,6 @@ def toy_score_config(method: str):
   t.steps_per_call = 200
 
   s = config.sampling
-  s.method = "tempered_langevin"
   s.n_samples = 5000
   s.init_range = (-8.0, 8.0)
   s.eps = 0.2                 # x <- x + eps^2/2 s + eps sqrt(T) z
@@ -37,4 +33,6 @@ def toy_score_config(method: str):
 
 
 def get_config():
-  return toy_score_config("dsm")
+  config = toy_score_config("dsm")
+  config.model.sigma = 0.5    # the one noise level: every method targets p_sigma = p * N(0, sigma^2 I)
+  return config

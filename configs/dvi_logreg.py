@@ -7,11 +7,11 @@ Values marked (blog) follow the posts; the blog's notebook data set is not repro
 draw), so n_points, w_true and prior_std are this project's choices, picked for a visibly skewed,
 correlated posterior (KL to its Gaussian moment match 0.03 nats, by the grid). About 4 minutes on 2 CPU cores."""
 from configs.default import get_default_config
+from dsm_jax import models
 
 
 def get_config():
-  config = get_default_config()
-  config.method = "dvi"
+  config = get_default_config("dvi")
   d = config.data
   d.dataset = "logreg2d"      # (blog, Part I) logistic regression, 2-D weights, no bias
   d.n_points = 10             # few points: a non-Gaussian posterior (project choice)
@@ -26,21 +26,16 @@ def get_config():
   m.f_steps = 3               # denoiser steps per generator step ("trained in tandem", blog; 3 keeps F ahead of G:
                               # with 2 steps and g_lr 5e-4 a run diverged, F losing track of a moving q)
   m.f_warmup = 200            # the first steps train only the denoiser on the initial q
-  m.g_lr = 2e-4               # generator learning rate (Adam), slower than the denoiser's training.lr
-  m.generator = g = config.model.__class__()
-  g.name = "generator_mlp"
-  g.hidden = (64, 64)
-  g.act = "elu"
-  g.linear_skip = True        # G(z) = Wz + MLP(z): starts near a Gaussian
-  m.denoiser = f = config.model.__class__()
-  f.name = "denoiser_mlp"     # F(w) = w + sigma_n^2 s(w)
-  f.hidden = (128, 128)
-  f.act = "softplus"
+  m.antithetic = True         # (D3) the denoiser's loss averaged over eps and -eps
+  m.generator = models.section("generator_mlp", hidden=(64, 64), act="elu",
+                               linear_skip=True)  # G(z) = Wz + MLP(z): starts near a Gaussian
+  m.denoiser = models.section("denoiser_mlp", hidden=(128, 128), act="softplus")  # F(w) = w + sigma_n^2 s(w)
 
   t = config.training
   t.n_iters = 8000
   t.batch_size = 10           # data rows per step = n_points: the exact log-likelihood gradient
-  t.lr = 1e-3                 # denoiser Adam learning rate
+  t.lr = 1e-3                 # the denoiser's Adam learning rate ...
+  t.nets.G.lr = 2e-4          # ... and the generator's, slower
   t.log_every = 200
   t.ckpt_every = 2000
   t.steps_per_call = 200

@@ -4,4 +4,6 @@ from configs.dsm_toy import toy_score_config
 
 
 def get_config():
-  return toy_score_config("esm")
+  config = toy_score_config("esm")
+  config.model.sigma = 0.5
+  return config

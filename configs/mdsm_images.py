@@ -1,12 +1,12 @@
 """Shared settings of MDSM's image experiments (Li, Chen & Sommer 2019, Sec. 5; values from the paper
 and the public reference code zengyi-li/MDSM: cfg.py defaults, train.py, sample.py, exps/*.sh)."""
 from configs.default import get_default_config
+from dsm_jax import models
 from dsm_jax.models.energy_resnet import RESNET6, RESNET12, RESNET18, RESNET34  # noqa: F401  (re-exported)
 
 
 def mdsm_image_config(dataset: str, nf: int, stage_blocks):
-  config = get_default_config()
-  config.method = "mdsm"
+  config = get_default_config("mdsm")
   d = config.data
   d.dataset = dataset
   d.scale = "01"               # reference: torchvision ToTensor, x in [0, 1]
@@ -14,11 +14,10 @@ def mdsm_image_config(dataset: str, nf: int, stage_blocks):
   d.dequantize = False         # reference: none
 
   m = config.model
-  m.name = "energy_resnet"     # reference models/ResNet.py: Res*_Quadratic, ELU, normalize=False
-  m.nf = nf                    # reference cfg.py --n_chan (first-layer width)
-  m.stage_blocks = tuple(stage_blocks)
-  m.dtype = "float32"          # 'bfloat16' computes convolutions in bf16 (params stay float32)
-  m.conv_impl = "xla"          # nn.Conv (cuDNN on GPU); 'patches' = im2col matmuls, the fast form on CPU
+  models.set_network(m, "energy_resnet",  # reference models/ResNet.py: Res*_Quadratic, ELU, normalize=False
+                     nf=nf,               # reference cfg.py --n_chan (first-layer width)
+                     stage_blocks=tuple(stage_blocks),
+                     dtype="float32")     # 'bfloat16' computes convolutions in bf16 (params stay float32)
   m.sigma0 = 0.1               # reference train.py: sigma0 = 0.1 (paper Sec. 4: the fixed sigma_0)
   m.sigma_min = 0.05           # reference cfg.py: --min_noise 0.05
   m.sigma_max = 1.2            # reference cfg.py: --max_noise 1.2
@@ -41,7 +40,6 @@ def mdsm_image_config(dataset: str, nf: int, stage_blocks):
   t.steps_per_call = 10
 
   s = config.sampling
-  s.method = "tempered_langevin"
   s.n_samples = 1000           # the reference saves 20,000 (cfg.py --n_samples_save); 1000 for FID/KID here
   s.batch_size = 100           # chains per compiled sampler call
   s.eps = 0.02                 # reference cfg.py: --sample_step_size 0.02
@@ -56,7 +54,6 @@ def mdsm_image_config(dataset: str, nf: int, stage_blocks):
   s.init_std = 1.0
   s.init_range = (0.0, 1.0)    # used only by init='uniform'
   s.final_denoise = True       # reference sample.py: SS_denoise(x, netE, 0.1): x - sigma0^2 grad E
-  s.conv_impl = ""             # the sampler's convolutions ('' = model.conv_impl; same parameters either way)
 
   e = config.eval
   e.ood_n = 1000               # in-distribution test images (and as many of each OOD set) for the AUROCs

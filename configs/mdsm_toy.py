@@ -7,12 +7,13 @@ def get_config():
   config = toy_score_config("mdsm")
   m = config.model
   m.name = "energy_mlp"
-  del m["sigma"]
   m.quadratic = True
   m.sigma0 = 0.5             # the fixed sigma0: -grad E is compared with the score of p_sigma0
   m.sigma_min = 0.5          # per-example sigma ~ U[sigma_min, sigma_max]
   m.sigma_max = 0.6          # a narrow band: the loss optimum stays near the score of p_sigma0 (see RESULTS)
   m.sigma_dist = "uniform"
   m.weight_power = 2.0       # l(sigma) = 1/sigma^2 (eq. 10)
-  config.sampling.final_denoise = False  # compare with p_sigma0, like the other three
+  s = config.sampling
+  s.init = "uniform"         # x_0 ~ U[-8, 8]^2
+  s.final_denoise = False    # compare with p_sigma0, like the other three
   return config

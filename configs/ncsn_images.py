@@ -1,11 +1,11 @@
 """Shared settings of NCSN's image experiments (Song & Ermon 2019, Sec. 5 and Appendix B; values from
 the paper and the reference code's configs anneal.yml / mnist.yml / cifar10.yml / celeba.yml)."""
 from configs.default import get_default_config
+from dsm_jax import models
 
 
 def ncsn_image_config(dataset: str, ngf: int):
-  config = get_default_config()
-  config.method = "ncsn"
+  config = get_default_config("ncsn")
   d = config.data
   d.dataset = dataset
   d.scale = "01"             # NCSN models images in [0, 1] (reference: logit_transform false)
@@ -13,10 +13,10 @@ def ncsn_image_config(dataset: str, ngf: int):
   d.dequantize = False
 
   m = config.model
-  m.name = "refinenet"       # CondRefineNetDilated (Appendix B.1)
-  m.ngf = ngf                # reference: 64 for MNIST, 128 for CIFAR-10 and CelebA
-  m.scale_by_sigma = False   # NCSN v1 outputs the score directly (v2 divides by sigma)
-  m.dtype = "float32"        # 'bfloat16' computes convolutions in bf16 (params stay float32)
+  models.set_network(m, "refinenet",   # CondRefineNetDilated (Appendix B.1)
+                     ngf=ngf,          # reference: 64 for MNIST, 128 for CIFAR-10 and CelebA
+                     scale_by_sigma=False,  # NCSN v1 outputs the score directly (v2 divides by sigma)
+                     dtype="float32")  # 'bfloat16' computes convolutions in bf16 (params stay float32)
   m.sigma_max = 1.0          # paper Sec. 5: sigma_1 = 1 ... sigma_10 = 0.01, geometric
   m.sigma_min = 0.01
   m.num_scales = 10
@@ -35,9 +35,7 @@ def ncsn_image_config(dataset: str, ngf: int):
   t.steps_per_call = 10
 
   s = config.sampling
-  s.method = "annealed_langevin"
   s.score = "model"
-  s.analytic_form = "convolved"
   s.n_samples = 1000
   s.batch_size = 100
   s.init_range = (0.0, 1.0)  # reference: x_0 ~ U[0, 1]
@@ -46,6 +44,4 @@ def ncsn_image_config(dataset: str, ngf: int):
   s.n_steps_each = 100       # T = 100 steps per level
   s.final_denoise = False    # NCSN v1 has no final denoising step (v2 does)
   s.langevin_compare = False
-  s.langevin_eps = 2e-5
-  s.langevin_steps = 0
   return config

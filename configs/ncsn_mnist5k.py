@@ -8,7 +8,7 @@ both from NCSNv2 (Song & Ermon 2020):
   16 runs ~1 step/s here: benchmarks/bench_train.py), with the output divided by sigma (technique 3);
 * EMA of the weights (technique 5; 0.995 here, a window of ~200 of the 1,400 steps, where NCSNv2 uses
   0.999 over 300k) and one final denoising step x + sigma_L^2 s(x, sigma_L).
-and two of this project's, measured on mnist5k (docs/RESULTS.md, stop 16):
+and two of this project's, measured on mnist5k (docs/log/):
 * the network corrects the score of the training data's full-covariance Gaussian
   (model.base_score = 'gaussian', dsm_jax/gaussian_base.py);
 * a Langevin step_lr of 1e-5, half the paper's 2e-5, in the code's rule (a = step_lr (sigma_i/sigma_L)^2).
@@ -18,19 +18,19 @@ The 4,000 training digits are split per class from the 5,000 (data/builders), th
 held out for the feature FID/KID.
 """
 from configs.ncsn_images import ncsn_image_config
+from dsm_jax import models
 
 
 def get_config():
   config = ncsn_image_config("mnist5k", ngf=16)
   m = config.model
-  m.name = "cond_unet"
-  del m["ngf"]
-  m.channels = (32, 64, 64)  # widths at 28x28, 14x14, 7x7
-  m.scale_by_sigma = True    # NCSNv2 technique 3: s(x, sigma) = f(x, sigma) / sigma
-  m.gaussian_skip = False    # the image-mean Gaussian of models/cond_unet.py is subsumed by ...
+  models.set_network(m, "cond_unet",
+                     channels=(32, 64, 64),  # widths at 28x28, 14x14, 7x7
+                     scale_by_sigma=True,    # NCSNv2 technique 3: s(x, sigma) = f(x, sigma) / sigma
+                     gaussian_skip=False)    # the image-mean Gaussian of models/cond_unet.py is subsumed by ...
   m.base_score = "gaussian"  # ... the full-covariance Gaussian score of the training split (gaussian_base.py)
   t = config.training
-  t.n_iters = 1400           # 0.85-0.95 s/step on 2 cores: 27 minutes in all (RESULTS.md, stop 16)
+  t.n_iters = 1400           # 27 minutes in all on 2 cores (RESULTS.md)
   t.batch_size = 64
   t.lr = 1e-3                # paper: Adam 1e-3 ...
   t.schedule = "cosine"      # ... decayed to 0 over the short run
@@ -38,7 +38,7 @@ def get_config():
   t.log_every = 50
   t.ckpt_every = 500
   t.steps_per_call = 50
-  t.cpu_devices = 2          # split the 2-core host into 2 XLA devices: XLA:CPU runs a conv on ~1 core
+  config.runtime.cpu_devices = 2  # two XLA devices on this 2-core host: XLA:CPU runs a convolution on ~1 core
   s = config.sampling
   s.n_samples = 128          # 128 chains x 1,000 Langevin steps (RESULTS.md has the measured time)
   s.batch_size = 128

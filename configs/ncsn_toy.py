@@ -7,8 +7,7 @@ from configs.default import get_default_config
 
 
 def get_config():
-  config = get_default_config()
-  config.method = "ncsn"
+  config = get_default_config("ncsn")
   config.data.dataset = "mixture"
 
   m = config.model
@@ -32,7 +31,6 @@ def get_config():
   t.steps_per_call = 500
 
   s = config.sampling
-  s.method = "annealed_langevin"
   s.score = "model"            # model | analytic (exact score of the smoothed mixture, no network)
   s.analytic_form = "convolved"  # convolved: std sqrt(1+sigma^2) | reference: std sigma (NCSN toy runner)
   s.batch_size = 0             # 0: all samples in one batch

@@ -6,6 +6,6 @@ One object, three views (Tweedie / Miyasawa):
     energy    E(x, sigma)  with p_sigma ∝ exp(-E), so s = -grad_x E
 See `dsm_jax.fields` for the conversions.
 """
-from dsm_jax import fields, losses, metrics, samplers, sigmas  # noqa: F401
+from dsm_jax import fields, losses, samplers, sigmas  # noqa: F401
 
 __version__ = "0.1.0"

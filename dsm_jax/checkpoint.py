@@ -17,7 +17,27 @@ import orbax.checkpoint as ocp
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be used; the message says which and why."""
+  """A checkpoint that cannot be used or written; the message says which and why."""
+
+
+class WriteError(RuntimeError):
+  """A file of the run could not be written (disk full, permission lost, ...); one line naming the path and the
+  cause."""
+
+  def __init__(self, path: str, err: BaseException):
+    super().__init__(f"cannot write {path}: {_cause(err)}; free space or fix the permissions, then rerun the same "
+                     "command (it resumes from the newest complete checkpoint)")
+
+
+def _cause(err: BaseException) -> str:
+  """The innermost OSError's text (orbax wraps the operating system's error), else the error's first line."""
+  seen, e = set(), err
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, OSError) and e.strerror:
+      return f"{e.strerror} (errno {e.errno})"
+    e = e.__cause__ or e.__context__
+  return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
 
 
 class Checkpointer:
@@ -34,9 +54,24 @@ class Checkpointer:
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state: Any, meta: dict) -> None:
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    meta=ocp.args.JsonSave(meta)), force=True)
-    self.manager.wait_until_finished()
+    """Saves atomically (orbax writes a temporary directory, then renames it): a save that fails or is killed
+    leaves the previous checkpoints as they were. A failure is one line naming the directory and the cause."""
+    try:
+      self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                      meta=ocp.args.JsonSave(meta)), force=True)
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 - any failure to write is reported the same way
+      kept = [s for s in self._listed_steps() if s != step]
+      prev = f"{self.directory}/{max(kept)}" if kept else "none"
+      raise CheckpointError(f"saving the checkpoint of step {step} in {self.directory} failed: {_cause(e)}; the "
+                            f"newest complete checkpoint ({prev}) is intact; free space or fix the permissions, "
+                            "then rerun the same command to resume") from None
+
+  def _listed_steps(self) -> list:
+    try:
+      return sorted(int(d) for d in os.listdir(self.directory) if d.isdigit())
+    except OSError:
+      return []
 
   def _restore_meta(self, step: int) -> dict:
     out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))

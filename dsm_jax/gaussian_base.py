@@ -8,9 +8,9 @@ Gaussian N(mu, Sigma) becomes N(mu, Sigma + sigma^2 I), whose score is known in 
 with Sigma = U diag(lambda) U^T. A model s(x, sigma) = s_G(x, sigma) + F(x, sigma) / sigma then learns
 only the non-Gaussian part. At large sigma p_sigma is close to Gaussian, so s_G alone is nearly right
 there (Tweedie's denoiser of a Gaussian is the Wiener filter); in directions where the data do not
-vary at all (MNIST's always-black border) it is exact at every sigma. The residual network no longer
-has to learn either, which is what an under-trained NCSN gets wrong: on mnist5k its annealed chains
-collapsed to thin "1"s or white blobs far from the data (docs/RESULTS.md).
+vary at all (MNIST's always-black border) it is exact at every sigma. The residual network then does not
+have to learn either, which is what an under-trained NCSN gets wrong: on mnist5k its annealed chains
+collapse to thin "1"s or white blobs far from the data without it (docs/log/).
 
 This is the full-covariance form of models/cond_unet.py's `gaussian_skip` (which models only the image
 mean). Used by NCSN through config.model.base_score = 'gaussian'.
@@ -52,6 +52,13 @@ def fit(examples: np.ndarray) -> GaussianBase:
   lam, u = np.linalg.eigh(cov)
   lam = np.clip(lam, 0.0, None)  # round-off can leave tiny negative eigenvalues
   return GaussianBase(jnp.asarray(mu, jnp.float32), jnp.asarray(u, jnp.float32), jnp.asarray(lam, jnp.float32))
+
+
+def fit_dataset(dataset, seed: int = 0, n_draws: int = 10000) -> GaussianBase:
+  """`fit` of an image dataset's training split, or of n_draws draws of a toy dataset (key from seed)."""
+  if hasattr(dataset, "train_images"):
+    return fit(dataset.train_images())
+  return fit(np.asarray(dataset.sample(jax.random.PRNGKey(seed), n_draws)))
 
 
 def score(base: GaussianBase, x: jax.Array, sigma: jax.Array) -> jax.Array:

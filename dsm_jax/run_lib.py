@@ -1,28 +1,33 @@
 """config -> data -> method -> train | sample | eval, with the fixed output contract:
 
-    DIR/config.json               the config as run
+    DIR/config.json               the config as run (every key)
     DIR/checkpoints/<step>/       orbax checkpoints (resume from the newest complete one)
     DIR/metrics.jsonl             one JSON object per logged step
     DIR/samples/samples.npz       key 'x': the main samples [N, ...] in data space; other sets beside it
     DIR/samples/*.png             pictures
     DIR/eval.json                 flat {metric name: number}
+    DIR/.lock                     who is writing DIR (dsm_jax/workdir.py)
+
+`sample` and `eval` read the checkpoints of DIR and write into `outdir` (default DIR); beside a running `train`
+on DIR they must write elsewhere (--outdir), since DIR's lock is taken.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
+import uuid
 
 import jax
 import numpy as np
 
 from dsm_jax import data as data_lib
-from dsm_jax import methods, tensorboard, train
+from dsm_jax import methods, platform, tensorboard, train
 from dsm_jax.validation import ConfigError, require
+from dsm_jax.workdir import WorkdirLock, check_held_by, write_json, write_npz, write_text
 
-SECTIONS = ("seed", "method", "data", "model", "training", "sampling", "eval")
+SECTIONS = ("seed", "method", "data", "model", "training", "sampling", "eval", "runtime")
 MODES = ("train", "sample", "eval")
 
 
@@ -35,8 +40,8 @@ def validate_common(config) -> None:
     require(s in config, s, f"missing section; every config has {SECTIONS} (see configs/default.py)")
   require(isinstance(config.seed, int) and not isinstance(config.seed, bool), "seed",
           f"must be an integer, got {config.seed!r}")
-  require(config.method in methods.METHODS, "method",
-          f"unknown method {config.method!r}; choose from {list(methods.METHODS)}")
+  require(config.method in methods.names(), "method",
+          f"unknown method {config.method!r}; choose from {methods.names()}")
 
 
 def check_workdir(workdir: str) -> None:
@@ -53,9 +58,10 @@ def check_workdir(workdir: str) -> None:
 def prepare(config, workdir: str):
   """Every check that can fail before compute: config, data, method, workdir."""
   validate_common(config)
+  platform.validate(config)
   dataset = data_lib.get_dataset(config.data, config.seed)
   method = methods.build(config, dataset)
-  train.validate_training(config)
+  train.validate(config, method.networks)
   check_workdir(workdir)
   return dataset, method
 
@@ -63,20 +69,23 @@ def prepare(config, workdir: str):
 def save_samples(samples: dict, sample_dir: str) -> dict:
   """Writes each set to sample_dir/<name>.npz (key 'x'; the main set 'x' to samples.npz) and returns
   {name: number of non-finite samples}."""
-  os.makedirs(sample_dir, exist_ok=True)
+  try:
+    os.makedirs(sample_dir, exist_ok=True)
+  except OSError as e:
+    raise RunError(f"cannot create {sample_dir} ({e.strerror})") from None
   bad = {}
   for name, arr in samples.items():
     arr = np.asarray(arr)
-    fname = "samples.npz" if name == "x" else f"{name}.npz"
-    tmp = os.path.join(sample_dir, f".{fname}.tmp.npz")
-    np.savez(tmp, x=arr)
-    os.replace(tmp, os.path.join(sample_dir, fname))
-    flat = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr[:, None]
-    n_bad = int(np.sum(~np.all(np.isfinite(flat), axis=1)))
-    if n_bad:
-      logging.warning("sample set %r has %d non-finite samples of %d", name, n_bad, arr.shape[0])
-    bad[name] = n_bad
+    write_npz(os.path.join(sample_dir, "samples.npz" if name == "x" else f"{name}.npz"), x=arr)
+    bad[name] = _n_nonfinite(arr)
+    if bad[name]:
+      logging.warning("sample set %r has %d non-finite samples of %d", name, bad[name], arr.shape[0])
   return bad
+
+
+def _n_nonfinite(arr: np.ndarray) -> int:
+  flat = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr[:, None]
+  return int(np.sum(~np.all(np.isfinite(flat), axis=1)))
 
 
 def load_samples(sample_dir: str) -> dict:
@@ -85,69 +94,96 @@ def load_samples(sample_dir: str) -> dict:
     raise RunError(f"no samples in {sample_dir}; run --mode=sample (or train) first")
   for f in sorted(os.listdir(sample_dir)):
     if f.endswith(".npz") and not f.startswith("."):
-      name = "x" if f == "samples.npz" else f[:-4]
-      out[name] = np.load(os.path.join(sample_dir, f))["x"]
+      out["x" if f == "samples.npz" else f[:-4]] = np.load(os.path.join(sample_dir, f))["x"]
   if "x" not in out:
     raise RunError(f"no samples.npz in {sample_dir}; run --mode=sample (or train) first")
   return out
 
 
-def write_json_atomic(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+def _finite_or_none(results: dict) -> dict:
+  return {k: (None if (isinstance(v, float) and not math.isfinite(v)) else v) for k, v in results.items()}
 
 
-def run(config, workdir: str, mode: str = "train", progress=None) -> dict:
-  """Runs one experiment; returns the eval dict (empty for mode='sample')."""
+def run(config, workdir: str, mode: str = "train", progress=None, outdir: str | None = None) -> dict:
+  """Runs one experiment; returns the eval dict (empty for mode='sample'). outdir: where sample/eval write
+  (default workdir)."""
   require(mode in MODES, "mode", f"unknown --mode={mode!r}; use one of {MODES}")
+  outdir = outdir or workdir
+  if mode == "train" and os.path.abspath(outdir) != os.path.abspath(workdir):
+    raise ConfigError("outdir", "--outdir is for --mode=sample or eval; training writes into --workdir")
   dataset, method = prepare(config, workdir)
-  main = train.is_main_process()  # multi-host: process 0 writes the files, every process computes
-  if main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
+  platform.apply(config)  # the convolution form, before anything is traced
+  if outdir != workdir:
+    check_workdir(outdir)
+  main = platform.is_main_process()  # multi-host: process 0 writes the files, every process computes
+  run_id = _run_id()
+  lock = WorkdirLock(outdir, run_id) if main else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    if not main:
+      check_held_by(outdir, run_id)
+    return _run_locked(config, workdir, outdir, mode, dataset, method, main, progress)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _run_id() -> str:
+  """The same id on every process of a job (process 0's, broadcast), for the lock check."""
+  token = uuid.uuid4().int & 0x7FFFFFFF
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+    token = int(multihost_utils.broadcast_one_to_all(np.asarray(token, np.int32)))
+  return f"{token:08x}"
+
+
+def _run_locked(config, workdir, outdir, mode, dataset, method, main, progress) -> dict:
   timings = {}
   if mode == "train":
+    if main:
+      write_text(os.path.join(outdir, "config.json"), config.to_json_best_effort(indent=1))
     tic = time.perf_counter()
     result = train.train(config, workdir, method, dataset, progress=progress)
     timings["train_time_s"] = time.perf_counter() - tic
-    state, step = result.state, int(result.state["step"])
+    state = result.state
   else:
-    step, state = train.load_latest(config, workdir, method)
-  params = state["ema_params"] if config.training.ema_rate > 0 else state["params"]
+    _, state = train.load_latest(config, workdir, method, dataset)
+    if main:
+      write_text(os.path.join(outdir, "config.json"), config.to_json_best_effort(indent=1))
+  step = int(state["step"])
+  params = train.sampling_params(state["nets"])
   k_sample, k_eval = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5A3D))
-  sample_dir = os.path.join(workdir, "samples")
+  sample_dir = os.path.join(outdir, "samples")
 
   nonfinite = {}
-  if mode in ("train", "sample") and method.sample is not None:
+  if mode in ("train", "sample"):
     tic = time.perf_counter()
     samples = method.sample(params, k_sample)
     timings["sample_time_s"] = time.perf_counter() - tic
     nonfinite = save_samples(samples, sample_dir) if main else {}
     if main and method.plot is not None:
       paths = method.plot(samples, params, sample_dir) or []
-      tb = tensorboard.maybe_writer(workdir, config)
+      tb = tensorboard.maybe_writer(outdir, config)
       tb.images(step, paths)
       tb.close()
   if mode == "sample":
     return {}
   if mode == "eval":
     samples = load_samples(sample_dir)
-    nonfinite = {k: int(np.sum(~np.all(np.isfinite(np.reshape(v, (v.shape[0], -1))), axis=1)))
-                 for k, v in samples.items()}
+    nonfinite = {k: _n_nonfinite(np.asarray(v)) for k, v in samples.items()}
   results = {"step": step}
-  if config.eval.enabled and method.evaluate is not None:
+  if config.eval.enabled:
     tic = time.perf_counter()
     results.update(method.evaluate(params, k_eval, samples))
     timings["eval_time_s"] = time.perf_counter() - tic
   results.update({f"nonfinite_{k}": v for k, v in nonfinite.items()})
   results.update(timings)
-  results = {k: (None if (isinstance(v, float) and not math.isfinite(v)) else v) for k, v in results.items()}
+  results = _finite_or_none(results)
   if not main:
     return results
-  write_json_atomic(os.path.join(workdir, "eval.json"), results)
-  tb = tensorboard.maybe_writer(workdir, config)
-  tb.scalars(step, {f"eval/{k}": v for k, v in results.items() if k != "step" and v is not None})
+  write_json(os.path.join(outdir, "eval.json"), results)
+  tb = tensorboard.maybe_writer(outdir, config)
+  tb.scalars(step, {f"eval/{k}": v for k, v in results.items() if k != "step" and isinstance(v, (int, float))})
   tb.close()
   return results

@@ -49,6 +49,12 @@ def _run_chain(step_fn, x0, keys: Array, extra: Array, thin: int, pick=lambda c:
   """Scans step_fn(carry, (key, extra_t)) -> (carry, info) over the steps; thin > 0 also keeps
   pick(carry) at every thin-th step."""
   n = keys.shape[0]
+  if thin == 1:
+    def every(c, inp):
+      c, info = step_fn(c, inp)
+      return c, (pick(c), info)
+    x, (traj, info) = jax.lax.scan(every, x0, (keys, extra))
+    return x, info, traj
   if thin and thin > 0:
     if n % thin:
       raise ValueError(f"thin={thin} must divide the number of steps {n}")
@@ -185,10 +191,36 @@ def tempered_langevin(score_fn, rng: Array, x0: Array, eps: float, temperatures,
   return _finish(x, info, traj, thin > 0)
 
 
+# ------------------------------------------------------------------------------------- Langevin on a stochastic energy
+def energy_langevin(energy_fn, rng: Array, x0: Array, step_size: float, n_steps: int, convention: str = "paper",
+                    noise_scale: float = 1.0, n_keep: int = 0) -> tuple[Array, dict]:
+  """Langevin on an energy U with its own noise, energy_fn(x, key) -> [B] (Denoising-EBM's U_c and U_s draw the
+  DAE's input noise afresh at every step): with s = -grad_x U, the 'paper' rule
+  x <- x + alpha/2 s + noise_scale sqrt(alpha) z (alpha = step_size), or the 'code' rule x + a s + noise_scale
+  sqrt(2a) z. aux['trajectory'] [n_steps + 1, n_keep, ...]: the first n_keep chains at every step, x0 first;
+  aux['energy'] [n_steps]: the mean energy at the state each step started from."""
+  alpha = paper_alpha(step_size, convention)
+  u_and_grad = jax.value_and_grad(lambda x, k: jnp.sum(energy_fn(x, k)))
+  noise = float(np.sqrt(alpha)) * noise_scale
+
+  def step(x, inp):
+    k_e, k_w = jax.random.split(inp[0])
+    u, g = u_and_grad(x, k_e)
+    return x - 0.5 * alpha * g + noise * jax.random.normal(k_w, x.shape, x.dtype), {"energy": u / x.shape[0]}
+
+  if n_steps == 0:
+    return x0, {"n_nonfinite": _nonfinite(x0), "trajectory": x0[None, :n_keep], "energy": jnp.zeros((0,), x0.dtype)}
+  keys = jax.random.split(rng, n_steps)
+  x, info, traj = _run_chain(step, x0, keys, jnp.zeros((n_steps,)), 1, pick=lambda c: c[:n_keep])
+  x, aux = _finish(x, info, traj, True)
+  aux["trajectory"] = jnp.concatenate([x0[None, :n_keep], traj])
+  return x, aux
+
+
 def shard_chains(x: jax.Array) -> jax.Array:
   """x [n, ...] constrained to be split over the local devices along the chain axis (inside jit), when there
   are several and n divides evenly; else x unchanged. Chains are independent, so a sampler then runs on
-  every device (e.g. both halves of a CPU host split by training.cpu_devices). The random draws do not
+  every device (e.g. both halves of a host split by runtime.cpu_devices). The random draws do not
   depend on the sharding (jax's partitionable threefry), so the samples are the same as unsharded."""
   from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: PLC0415
   devices = jax.local_devices()

@@ -92,3 +92,33 @@ def mdsm_temperatures(t_start: float = 100.0, n_flat: int = 500, n_decay: int = 
   dec = temperature_schedule(decay, t_start, 1.0, n_decay)
   cool = temperature_schedule("linear", 1.0, t_end, n_cool)
   return np.concatenate([flat, dec, cool]).astype(np.float32)
+
+
+# ---------------------------------------------------------------- from a config
+def ladder_from_config(config) -> jnp.ndarray:
+  """The geometric ladder model.sigma_max -> model.sigma_min over model.num_scales levels (NCSN, Sec. 4.1;
+  Denoising-EBM's S levels), with one-line config errors."""
+  from dsm_jax.validation import positive, require  # noqa: PLC0415
+  m = config.model
+  positive(config, "model.sigma_min")
+  positive(config, "model.sigma_max")
+  require(m.sigma_max > m.sigma_min, "model.sigma_max", f"must exceed model.sigma_min ({m.sigma_min}), got {m.sigma_max}")
+  positive(config, "model.num_scales", integer=True)
+  require(m.num_scales >= 2, "model.num_scales", f"an annealing ladder needs >= 2 levels, got {m.num_scales}")
+  return geometric(m.sigma_max, m.sigma_min, m.num_scales)
+
+
+TEMPERATURE_KEYS = ("t_start", "n_flat", "n_decay", "n_cool", "decay", "t_end")
+
+
+def temperatures_from_config(config) -> np.ndarray:
+  """mdsm_temperatures of the sampling section (t_start, n_flat, n_decay, n_cool, decay, t_end), checked."""
+  from dsm_jax.validation import one_of, positive, require  # noqa: PLC0415
+  positive(config, "sampling.t_start")
+  for k in ("n_flat", "n_decay", "n_cool"):
+    positive(config, f"sampling.{k}", integer=True, allow_zero=True)
+  positive(config, "sampling.t_end", allow_zero=True)
+  one_of(config, "sampling.decay", ("geometric", "linear"))
+  s = config.sampling
+  require(s.n_flat + s.n_decay + s.n_cool > 0, "sampling.n_decay", "the temperature schedule has no steps")
+  return mdsm_temperatures(s.t_start, s.n_flat, s.n_decay, s.n_cool, s.decay, s.t_end)

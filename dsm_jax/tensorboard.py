@@ -90,5 +90,5 @@ def read_scalars(logdir: str) -> dict:
 
 
 def maybe_writer(workdir: str, config) -> TBWriter:
-  """A writer, or a no-op one when config.training.tensorboard is False."""
-  return TBWriter(workdir, bool(config.training.get("tensorboard", True)))
+  """A writer, or a no-op one when config.runtime.tensorboard is False."""
+  return TBWriter(workdir, bool(config.runtime.tensorboard))

@@ -42,7 +42,7 @@ def tiny_overrides(name: str, cache_dir: str) -> dict:
   c = importlib.import_module(f"configs.{name}").get_config()
   m, t, s, e = c.model, c.training, c.sampling, c.eval
   o = {"training.log_every": 1, "training.ckpt_every": 2, "training.steps_per_call": 1,
-       "training.progress": False, "training.n_iters": 2, "eval.feature_cache_dir": cache_dir}
+       "runtime.progress": False, "training.n_iters": 2, "eval.feature_cache_dir": cache_dir}
   method = c.method
   if method in ("ncsn", "dsm", "esm", "ssm", "mdsm"):
     o["training.batch_size"] = 8
@@ -66,12 +66,13 @@ def tiny_overrides(name: str, cache_dir: str) -> dict:
       o[f"model.{net}.hidden"] = 8 if images else (8, 8)
       if images:
         o[f"model.{net}.n_layers"] = 2
-    o.update({"model.p_steps": 1, "model.q_steps": 1, "model.gen_batch_size": 8, "model.snapshot_every": 1,
-              "model.snapshot_n": 4, "model.n_snapshots": 2, "training.batch_size": 8, "sampling.n_samples": 16})
+    o.update({"training.p_steps": 1, "training.q_steps": 1, "training.gen_batch_size": 8,
+              "training.snapshot_every": 1, "training.snapshot_n": 4, "training.n_snapshots": 2,
+              "training.batch_size": 8, "sampling.n_samples": 16})
     n_fixed = 0
-    if m.anneal_sigmas:
-      o["model.anneal_rounds"] = o["model.anneal_p_steps"] = 1
-      n_fixed = 2 * len(m.anneal_sigmas)
+    if t.anneal_sigmas:
+      o["training.anneal_rounds"] = o["training.anneal_p_steps"] = 1
+      n_fixed = 2 * len(t.anneal_sigmas)
     o["training.n_iters"] = 1 + n_fixed + 2
     if not images:
       o["eval.grid_n"] = 64
@@ -131,3 +132,46 @@ def test_mdsm_toy_through_the_real_command_line(tmp_path):
                         *_flags(over)], cwd=REPO, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert json.load(open(os.path.join(wd, "eval.json")))["step"] == over["training.n_iters"]
+
+
+def _paths(node, prefix=""):
+  out = set()
+  for k in node.keys():
+    v = node[k]
+    p = f"{prefix}{k}"
+    if hasattr(v, "keys") and not (isinstance(v, dict) and not v):
+      out |= _paths(v, p + ".")
+    else:
+      out.add(p)
+  return out
+
+
+@pytest.mark.parametrize("name", experiment_configs())
+def test_every_key_is_declared(name):
+  """A config holds exactly the keys its method and networks declare (configs/default.py, the method's
+  `defaults`, the networks' registered keys), nothing else: DIR/config.json is the whole config as run, and no
+  key is silently ignored."""
+  from configs.default import get_default_config
+  from dsm_jax import models
+  c = importlib.import_module(f"configs.{name}").get_config()
+  declared = _paths(get_default_config(c.method))
+  got = _paths(c)
+
+  def network_sections(node, prefix):  # sections that hold a network: their keys are the network's
+    if "name" in node and node.name in models.names():
+      yield prefix, node.name
+    for k in node.keys():
+      if hasattr(node[k], "keys"):
+        yield from network_sections(node[k], f"{prefix}.{k}")
+
+  for prefix, net in network_sections(c.model, "model"):
+    for k in models.defaults(net):
+      declared.add(f"{prefix}.{k}")
+    default = get_default_config(c.method)
+    node = default
+    for part in prefix.split("."):
+      node = node[part]
+    stale = set(models.defaults(node.name)) - set(models.defaults(net))  # the default network's own keys
+    declared -= {f"{prefix}.{k}" for k in stale}
+  assert got <= declared, sorted(got - declared)
+  assert declared <= got, sorted(declared - got)

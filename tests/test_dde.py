@@ -10,13 +10,14 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from dsm_jax import checkpoint, run_lib, train
+from dsm_jax import checkpoint, models, run_lib, train
 from dsm_jax.data.toy import get_toy
+from dsm_jax.eval import toy as toy_eval
 from dsm_jax.methods import dde
 from dsm_jax.models.mlp import EnergyMLP
+from dsm_jax.train import NetState
 from dsm_jax.validation import ConfigError
 
 TAU, SIGMA = 1.5, 0.5  # data N(0, TAU^2 I_2), DDE noise SIGMA
@@ -44,11 +45,11 @@ def test_trained_ep_on_gaussian_data_has_the_analytic_gradient():
   net = EnergyMLP(hidden=(64, 64), act="softplus", quadratic=True)
   apply = lambda p, v: -net.apply(p, v)  # the DDE is E = -u
   params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 2)))
-  opt = optax.adam(3e-3)
-  fit = jax.jit(lambda p, o, k: dde.fit_dde(apply, opt, p, o, k, lambda kk: _gauss_batches(kk, 512), 1500, SIGMA,
-                                            antithetic=True))
-  trained, _, ok, _ = fit(params, opt.init(params), jax.random.PRNGKey(1))
-  assert bool(ok)
+  fit = jax.jit(lambda n, k: dde.fit_dde(apply, n, k, lambda kk: _gauss_batches(kk, 512), 1500, SIGMA,
+                                         antithetic=True))
+  state, _ = fit(NetState.from_settings(params, {"lr": 3e-3}), jax.random.PRNGKey(1))
+  assert int(state.count) == 1500 and int(state.n_skipped) == 0
+  trained = state.params
   v = np.sqrt(TAU ** 2 + SIGMA ** 2) * jax.random.normal(jax.random.PRNGKey(2), (4000, 2))
   target = -SIGMA ** 2 * v / (TAU ** 2 + SIGMA ** 2)
   rel = lambda p: float(jnp.mean(jnp.sum((jax.grad(lambda x: jnp.sum(apply(p, x)))(v) - target) ** 2, -1))
@@ -79,7 +80,7 @@ def test_generator_gradient_is_the_exact_kl_gradient_for_gaussians():
 
 
 def test_antithetic_generator_gradient_is_unbiased_with_less_variance():
-  """model.antithetic_g: (E4) averaged over eps and -eps. In D = 64 dimensions with the exact Gaussian DDEs, over
+  """training.antithetic_g: (E4) averaged over eps and -eps. In D = 64 dimensions with the exact Gaussian DDEs, over
   300 batches of 32: the mean gradient in (mu, s) is the closed form either way, and the antithetic estimate's
   variance is far smaller (its eps-linear part cancels; only the z part is left)."""
   d, n, sig = 64, 32, SIGMA
@@ -113,16 +114,16 @@ def test_grid_kl_floor_and_sensitivity():
   the weights' KL sum_k w_k log(w_k / w'_k) (the components barely overlap), far above the floor."""
   ds = get_toy("mixture")
   x = np.asarray(ds.sample(jax.random.PRNGKey(0), 20000))
-  floor = dde.grid_kls(x, ds, 1.0, 14.0, 128)["kl_grid"]
+  floor = toy_eval.grid_kls(x, ds, 1.0, 14.0, 128)["kl_grid"]
   pos, neg = x[x[:, 0] > 0][:10000], x[x[:, 0] < 0]
   wrong = np.concatenate([pos, neg])
   w_new = np.array([len(neg), len(pos)]) / len(wrong)  # ~ (0.29, 0.71) instead of (0.2, 0.8)
   w = np.array([0.2, 0.8])
   want = float(np.sum(w * np.log(w / w_new)))
-  bad = dde.grid_kls(wrong, ds, 1.0, 14.0, 128)["kl_grid"]
+  bad = toy_eval.grid_kls(wrong, ds, 1.0, 14.0, 128)["kl_grid"]
   assert 0 <= floor < 0.003
   assert bad == pytest.approx(want, abs=0.003) and want > 0.015
-  assert dde.mode_tv(x, ds) < 0.02 and dde.mode_tv(wrong, ds) == pytest.approx(abs(w_new[0] - 0.2), abs=0.01)
+  assert toy_eval.mode_tv(x, ds) < 0.02 and toy_eval.mode_tv(wrong, ds) == pytest.approx(abs(w_new[0] - 0.2), abs=0.01)
 
 
 def tiny(name: str, **over):
@@ -131,22 +132,22 @@ def tiny(name: str, **over):
   m = config.model
   if name == "dde_toy":
     m.dde.hidden = m.generator.hidden = (16, 16)
-    m.p_steps, m.q_steps, m.snapshot_every, m.snapshot_n, m.gen_batch_size = 10, 2, 5, 50, 64
+    t.p_steps, t.q_steps, t.snapshot_every, t.snapshot_n, t.gen_batch_size = 10, 2, 5, 50, 64
     t.batch_size = 64
     config.sampling.n_samples = 500
     config.eval.grid_n = 64
   else:
     m.dde.hidden = m.generator.hidden = 8
     m.dde.n_layers = m.generator.n_layers = 2
-    m.p_steps, m.q_steps, m.snapshot_every, m.snapshot_n, m.gen_batch_size = 10, 2, 5, 4, 8
-    if m.anneal_sigmas:  # dde_mnist5k's ladder, one round and one E_p step per level
-      m.anneal_rounds = m.anneal_p_steps = 1
+    t.p_steps, t.q_steps, t.snapshot_every, t.snapshot_n, t.gen_batch_size = 10, 2, 5, 4, 8
+    if t.anneal_sigmas:  # dde_mnist5k's ladder, one round and one E_p step per level
+      t.anneal_rounds = t.anneal_p_steps = 1
     t.batch_size = 8
     config.sampling.n_samples = 16
     config.eval.enabled = False
-  m.n_snapshots = 2
+  t.n_snapshots = 2
   t.n_iters, t.log_every, t.ckpt_every, t.steps_per_call, t.max_to_keep = 20, 5, 10, 5, 5
-  t.progress = False
+  config.runtime.progress = False
   for k, v in over.items():
     node = config
     *path, leaf = k.split(".")
@@ -189,9 +190,9 @@ def test_frozen_ep_and_moving_generator(tmp_path):
   s20 = _state(wd, tiny("dde_toy"))[1]
   same = lambda a, b: all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in
                           zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-  assert same(s15["params"]["Ep"], s20["params"]["Ep"])
-  assert not same(s15["params"]["G"], s20["params"]["G"])
-  assert not same(s15["params"]["Eq"], s20["params"]["Eq"])
+  assert same(s15["nets"]["Ep"].params, s20["nets"]["Ep"].params)
+  assert not same(s15["nets"]["G"].params, s20["nets"]["G"].params)
+  assert not same(s15["nets"]["Eq"].params, s20["nets"]["Eq"].params)
 
 
 @pytest.mark.parametrize("name", ["dde_mnist5k", "dde_mnist", "dde_fashion_mnist"])
@@ -221,10 +222,10 @@ def test_latent_std_scales_the_generator_input(tmp_path):
   for c in (1.0, 3.0):
     config = tiny("dde_toy", **{"model.latent_std": c})
     method = dde.build(config, ds)
-    params = method.init_params(jax.random.PRNGKey(0))
+    params = method.init(jax.random.PRNGKey(0))
     out[c] = method.sample(params, jax.random.PRNGKey(1))["x"]
-  g_net = dde.network(base.model.generator, (2,), generator=True)
-  z = jax.random.normal(jax.random.PRNGKey(1), (base.sampling.n_samples, base.model.latent_dim))
+  g_net = models.build(base.model.generator, (2,), generator=True)
+  z = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(1), 0), (base.sampling.n_samples, base.model.latent_dim))
   np.testing.assert_allclose(out[3.0], g_net.apply(params["G"], 3.0 * z), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out[1.0], g_net.apply(params["G"], z), rtol=1e-5, atol=1e-6)
   assert out[3.0].std(0).sum() > 1.5 * out[1.0].std(0).sum()
@@ -249,7 +250,7 @@ def test_gaussian_base_energy_makes_the_untrained_ep_the_exact_gaussian_dde():
   for b in ("gaussian", "none"):
     config = tiny("dde_toy", **{"model.base_energy": b, "model.sigma": SIGMA})
     method = dde.build(config, ds)
-    params = _zero_network(method.init_params(jax.random.PRNGKey(0)))
+    params = _zero_network(method.init(jax.random.PRNGKey(0)))
     out[b] = np.asarray(method.score(params)(jnp.asarray(x, jnp.float32), SIGMA))
   rel = np.mean(np.sum((out["gaussian"] - exact) ** 2, -1)) / np.mean(np.sum(exact ** 2, -1))
   assert rel < 1e-3, rel
@@ -300,8 +301,8 @@ def test_paper_values():
   c = importlib.import_module("configs.dde_mnist").get_config()
   assert (c.model.sigma, c.training.batch_size, c.training.lr, c.model.latent_dim) == (0.5, 100, 1e-3, 16)
   assert (c.model.dde.hidden, c.model.dde.n_layers, c.model.dde.act) == (256, 16, "softplus")
-  assert c.model.generator.out_act == "sigmoid" and c.model.q_steps == 10
-  assert c.training.n_iters - c.model.p_steps == 3000
+  assert c.model.generator.out_act == "sigmoid" and c.training.q_steps == 10
+  assert c.training.n_iters - c.training.p_steps == 3000
   assert c.model.latent_std == 1.0  # z ~ N(0, I)
   assert (c.model.generator.hidden, c.model.generator.n_layers) == (64, 16)  # --n_gen_hidden 64, --n_layers 16
   assert c.model.base_energy == "none"
@@ -321,19 +322,19 @@ def test_resume_equals_straight_run(tmp_path):
   run_lib.run(tiny("dde_toy"), resumed)
   (s1, a), (s2, b) = _state(straight, tiny("dde_toy")), _state(resumed, tiny("dde_toy"))
   assert s1 == s2 == 20
-  la = jax.tree_util.tree_leaves({k: a[k] for k in ("params", "opt_state", "key")})
-  lb = jax.tree_util.tree_leaves({k: b[k] for k in ("params", "opt_state", "key")})
+  la = jax.tree_util.tree_leaves({k: a[k] for k in ("nets", "key")})
+  lb = jax.tree_util.tree_leaves({k: b[k] for k in ("nets", "key")})
   assert len(la) == len(lb) > 0
   for x, y in zip(la, lb):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_stage_table_lays_out_the_sigma_ladder():
-  """model.anneal_sigmas: p_steps pre-training steps and anneal_rounds rounds at the first level, then per later
+  """training.anneal_sigmas: p_steps pre-training steps and anneal_rounds rounds at the first level, then per later
   level anneal_p_steps pre-training steps and its rounds; the last level (model.sigma) runs to n_iters. Without
   annealing: the single-sigma layout (p_steps pre-training steps, then rounds)."""
-  c = tiny("dde_toy", **{"model.sigma": 0.5, "model.anneal_sigmas": (2.0, 1.0), "model.anneal_rounds": 3,
-                         "model.anneal_p_steps": 4, "training.n_iters": 32})
+  c = tiny("dde_toy", **{"model.sigma": 0.5, "training.anneal_sigmas": (2.0, 1.0), "training.anneal_rounds": 3,
+                         "training.anneal_p_steps": 4, "training.n_iters": 32})
   t = dde.stage_table(c)
   want_sigma = [2.0] * 13 + [1.0] * 7 + [0.5] * 12
   want_pre = [True] * 10 + [False] * 3 + [True] * 4 + [False] * 3 + [True] * 4 + [False] * 8
@@ -351,8 +352,8 @@ def test_annealing_refits_ep_at_each_level_and_freezes_it_during_rounds(tmp_path
   """anneal_sigmas = (1.0,), then sigma 0.5: steps 0-7 pre-train at 1.0, 8-11 are rounds at 1.0, 12-15 pre-train
   E_p again at 0.5 (G untouched), 16-19 are rounds at 0.5 (E_p untouched). Checked on the checkpoints of steps
   8, 12, 16, 20, and on the per-step metrics (sigma, and G's gradient norm 0 on pre-training steps)."""
-  config = tiny("dde_toy", **{"model.sigma": 0.5, "model.anneal_sigmas": (1.0,), "model.anneal_rounds": 4,
-                              "model.anneal_p_steps": 4, "model.p_steps": 8, "training.ckpt_every": 4,
+  config = tiny("dde_toy", **{"model.sigma": 0.5, "training.anneal_sigmas": (1.0,), "training.anneal_rounds": 4,
+                              "training.anneal_p_steps": 4, "training.p_steps": 8, "training.ckpt_every": 4,
                               "training.max_to_keep": 10, "training.log_every": 1})
   wd = str(tmp_path / "anneal")
   run_lib.run(config, wd)
@@ -365,7 +366,7 @@ def test_annealing_refits_ep_at_each_level_and_freezes_it_during_rounds(tmp_path
   _, target = train.load_latest(config, wd, method)
   ckpt = checkpoint.Checkpointer(wd, max_to_keep=10)
   try:
-    st = {s: ckpt._restore(s, target)[0]["params"] for s in (8, 12, 16, 20)}
+    st = {s: train.sampling_params(ckpt._restore(s, target)[0]["nets"]) for s in (8, 12, 16, 20)}
   finally:
     ckpt.close()
   same = lambda a, b: all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in
@@ -376,8 +377,8 @@ def test_annealing_refits_ep_at_each_level_and_freezes_it_during_rounds(tmp_path
 
 
 def test_annealing_stages_must_leave_rounds_at_the_last_sigma(tmp_path):
-  config = tiny("dde_toy", **{"model.sigma": 0.5, "model.anneal_sigmas": (1.0,), "model.anneal_rounds": 4,
-                              "model.anneal_p_steps": 6})
+  config = tiny("dde_toy", **{"model.sigma": 0.5, "training.anneal_sigmas": (1.0,), "training.anneal_rounds": 4,
+                              "training.anneal_p_steps": 6})
   with pytest.raises(ConfigError, match="training.n_iters.*annealing stages"):  # 10 + 4 + 6 = 20 = n_iters
     run_lib.run(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
@@ -385,19 +386,19 @@ def test_annealing_stages_must_leave_rounds_at_the_last_sigma(tmp_path):
 
 @pytest.mark.parametrize("key,value,match", [
     ("model.sigma", 0.0, "model.sigma"),
-    ("model.q_steps", 0, "model.q_steps"),
-    ("model.p_steps", 25, "training.n_iters"),
+    ("training.q_steps", 0, "training.q_steps"),
+    ("training.p_steps", 25, "training.n_iters"),
     ("model.dde.name", "score_mlp", "model.dde.name"),
     ("model.generator.hidden", (), "model.generator.hidden"),
     ("model.dde.act", "cosh", "model.dde.act"),
-    ("model.antithetic", 1, "model.antithetic"),
-    ("model.antithetic_g", "yes", "model.antithetic_g"),
+    ("training.antithetic", 1, "training.antithetic"),
+    ("training.antithetic_g", "yes", "training.antithetic_g"),
     ("model.latent_std", 0.0, "model.latent_std"),
     ("model.base_energy", "laplace", "model.base_energy"),
-    ("model.anneal_sigmas", (3.0, 4.0), "model.anneal_sigmas"),  # must decrease
-    ("model.anneal_sigmas", (1.0,), "model.anneal_sigmas"),  # below the toy's model.sigma (2.0)
-    ("model.anneal_sigmas", (4.0, -1.0), "model.anneal_sigmas"),
-    ("model.anneal_sigmas", (4.0, 3.0), "model.anneal_rounds"),  # the default 0 rounds per level
+    ("training.anneal_sigmas", (3.0, 4.0), "training.anneal_sigmas"),  # must decrease
+    ("training.anneal_sigmas", (1.0,), "training.anneal_sigmas"),  # below the toy's model.sigma (2.0)
+    ("training.anneal_sigmas", (4.0, -1.0), "training.anneal_sigmas"),
+    ("training.anneal_sigmas", (4.0, 3.0), "training.anneal_rounds"),  # the default 0 rounds per level
     ("eval.grid_n", 10, "eval.grid_n"),
     ("data.dataset", "mnist5k", "model.dde.name"),  # the toy's MLP energy cannot take images
 ])

@@ -3,7 +3,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsm_jax import evaluation
+from dsm_jax.eval import toy as evaluation
+from dsm_jax.methods import mdsm
 from dsm_jax.data.toy import GaussianMixture, get_toy
 
 GAUSS = GaussianMixture(weights=(1.0,), means=((0.0, 0.0),), stds=(1.5,), name="gauss")
@@ -25,7 +26,7 @@ def test_mmd_to_data_handles_diverged_samples():
 def test_mdsm_optimum_single_sigma_is_the_smoothed_score():
   mix = get_toy("mixture")
   x = evaluation.noisy_data(mix, jax.random.PRNGKey(3), 300, 0.5)
-  opt = evaluation.mdsm_optimal_score(mix, x, 0.5, 0.5, 0.5 + 1e-6)
+  opt = mdsm.optimal_score(mix, x, 0.5, 0.5, 0.5 + 1e-6)
   np.testing.assert_allclose(opt, mix.score(x, 0.5), rtol=1e-3, atol=1e-4)
 
 
@@ -40,7 +41,7 @@ def test_mdsm_optimum_gaussian_closed_form():
   w = p / grid[:, None] ** 2
   scale = np.sum(w * (grid[:, None] ** 2) / v[:, None], 0) / np.sum(w, 0)  # -grad E* = -x * scale / sigma0^2
   expect = -np.asarray(x) * scale[:, None] / sigma0 ** 2
-  got = evaluation.mdsm_optimal_score(GAUSS, x, sigma0, lo, hi)
+  got = mdsm.optimal_score(GAUSS, x, sigma0, lo, hi)
   np.testing.assert_allclose(got, expect, rtol=1e-4)
 
 
@@ -59,7 +60,7 @@ def test_mdsm_optimum_minimises_the_mdsm_loss():
     def energy_grad_loss():
       n = jax.random.normal(kn, data.shape)
       xt = data + sig[:, None] * n
-      opt = evaluation.mdsm_optimal_score(g, xt, sigma0, lo, hi, n_grid=24)
+      opt = mdsm.optimal_score(g, xt, sigma0, lo, hi, n_grid=24)
       resid = (data - xt) / sigma0 ** 2 - c * opt
       return jnp.mean(jnp.sum(resid ** 2, -1) / sig ** 2)
     return float(energy_grad_loss())

@@ -1,4 +1,4 @@
-"""Feature-space FID/KID with the project's own classifier (dsm_jax.feature_metrics), on offline digits.
+"""Feature-space FID/KID with the project's own classifier (dsm_jax.eval.feature_metrics), on offline digits.
 
 The classifier is trained once for the module (about 10 s on two cores) and once more by the
 corrupt-cache test, which also checks that training is deterministic; every other test loads it.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs.default import get_default_config
-from dsm_jax import feature_metrics as fm
+from dsm_jax.eval import feature_metrics as fm
 from dsm_jax.data.pipeline import get_dataset
 
 

@@ -1,9 +1,9 @@
-"""FID / KID on features (dsm_jax.fid) on cases with known answers."""
+"""FID / KID on features (dsm_jax.eval.fid) on cases with known answers."""
 import numpy as np
 import pytest
 import scipy.linalg
 
-from dsm_jax import fid
+from dsm_jax.eval import fid
 
 
 def _random_cov(rng, d, rank=None):

@@ -8,6 +8,8 @@ import pytest
 from dsm_jax import gaussian_base, methods
 from dsm_jax.validation import ConfigError
 
+NET = {"ncsn": "score", "mdsm": "energy"}  # the one network of these methods
+
 
 def _gaussian_data(n=20000, d=5, seed=0):
   rng = np.random.default_rng(seed)
@@ -84,20 +86,20 @@ def test_ncsn_base_score_adds_the_gaussian_and_nothing_else():
   c_plain, c_base = _toy_config("none"), _toy_config("gaussian")
   ds = get_dataset(c_plain.data, c_plain.seed)
   plain, with_base = methods.build(c_plain, ds), methods.build(c_base, ds)
-  params = plain.init_params(jax.random.PRNGKey(0))
+  params = plain.init(jax.random.PRNGKey(0))[NET[plain.name]]
   key = jax.random.PRNGKey(1)
   batch = ds.sample(jax.random.PRNGKey(2), 64)
-  l_plain, _ = plain.loss_fn(params, key, batch)
-  l_base, _ = with_base.loss_fn(params, key, batch)
+  l_plain, _ = plain.loss(params, key, batch)
+  l_base, _ = with_base.loss(params, key, batch)
   assert np.isfinite(float(l_base)) and abs(float(l_base) - float(l_plain)) > 1e-3
   base = gaussian_base.fit(np.asarray(ds.sample(jax.random.PRNGKey(c_base.seed), 10000)))
-  from dsm_jax.models import get_model  # noqa: PLC0415
-  net = get_model(c_base.model, (2,), conditional=True)
+  from dsm_jax import models, sigmas  # noqa: PLC0415
+  ladder = sigmas.ladder_from_config(c_base)
+  net = models.build(c_base.model, (2,), sigmas=ladder, conditional=True)
   # the method's score is visible through its loss: rebuild it from the parts and compare losses
   from dsm_jax import losses  # noqa: PLC0415
-  from dsm_jax.methods.ncsn import ladder_from_config  # noqa: PLC0415
   want, _ = losses.ncsn(lambda v, s: net.apply(params, v, s) + gaussian_base.score(base, v, s), key, batch,
-                        ladder_from_config(c_base), c_base.model.anneal_power)
+                        ladder, c_base.model.anneal_power)
   np.testing.assert_allclose(float(l_base), float(want), rtol=1e-5)
 
 
@@ -168,20 +170,20 @@ def test_mdsm_base_energy_adds_the_quadratic_and_nothing_else():
   data, with the coefficients for the configured sigma distribution; 'none' is the network alone."""
   from dsm_jax import losses  # noqa: PLC0415
   from dsm_jax.data.pipeline import get_dataset  # noqa: PLC0415
+  from dsm_jax import models  # noqa: PLC0415
   from dsm_jax.methods.mdsm import draw_sigmas, sigma_levels  # noqa: PLC0415
-  from dsm_jax.models import get_model  # noqa: PLC0415
   c_plain, c_base = _mdsm_toy_config("none"), _mdsm_toy_config("gaussian")
   ds = get_dataset(c_plain.data, c_plain.seed)
   plain, with_base = methods.build(c_plain, ds), methods.build(c_base, ds)
-  params = plain.init_params(jax.random.PRNGKey(0))
+  params = plain.init(jax.random.PRNGKey(0))[NET[plain.name]]
   key, batch = jax.random.PRNGKey(1), ds.sample(jax.random.PRNGKey(2), 64)
-  l_plain, l_base = float(plain.loss_fn(params, key, batch)[0]), float(with_base.loss_fn(params, key, batch)[0])
+  l_plain, l_base = float(plain.loss(params, key, batch)[0]), float(with_base.loss(params, key, batch)[0])
   assert np.isfinite(l_base) and abs(l_base - l_plain) > 1e-3 * abs(l_plain)
   m = c_base.model
   base = gaussian_base.fit(np.asarray(ds.sample(jax.random.PRNGKey(c_base.seed), 10000)))
   coef = gaussian_base.mdsm_coefficients(base, sigma_levels(m, c_base.training.batch_size), m.sigma0,
                                          m.weight_power)
-  net = get_model(m, (2,))
+  net = models.build(m, (2,))
   k_sig, k_noise = jax.random.split(key)
   want, _ = losses.mdsm(lambda v, s: net.apply(params, v) + gaussian_base.quadratic_energy(base, coef, v), k_noise,
                         batch, draw_sigmas(k_sig, 64, m), m.sigma0, m.weight_power)

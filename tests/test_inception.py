@@ -1,4 +1,4 @@
-"""FID Inception-v3 port (dsm_jax.inception) against the real torch model.
+"""FID Inception-v3 port (dsm_jax.eval.inception) against the real torch model.
 
 tests/data/inception_ref.npz was made by running this file as a script in a separate venv with torch
 (the library itself never imports torch):
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 try:
-  from dsm_jax import inception
+  from dsm_jax.eval import inception
 except ImportError:  # run as the reference-making script in a torch venv without jax
   if __name__ != "__main__":
     raise

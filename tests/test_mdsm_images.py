@@ -1,4 +1,4 @@
-"""MDSM on images (issue 4): the ResNet energy, the loss (finite differences, the Gaussian optimum, the
+"""MDSM on images: the ResNet energy, the loss (finite differences, the Gaussian optimum, the
 method's wiring of eq. 10), the tempered sampler's stationary variance, config checks, and the paper
 configs end to end at tiny widths on stand-in data (with the OOD block of eval.json)."""
 import importlib
@@ -6,7 +6,6 @@ import json
 import os
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -14,12 +13,10 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from dsm_jax import losses, run_lib, samplers, sigmas
+from dsm_jax import losses, models, run_lib, samplers, sigmas
 from dsm_jax.methods import mdsm
-from dsm_jax.methods.score_matching import temperatures_from_config
-from dsm_jax.models import get_model
-from dsm_jax.models.energy_resnet import (RESNET6, RESNET12, RESNET18, RESNET34, EnergyResNet, PatchConv,
-                                          mean_pool)
+from dsm_jax.models import layers
+from dsm_jax.models.energy_resnet import RESNET6, RESNET12, RESNET18, RESNET34, EnergyResNet, mean_pool
 from dsm_jax.validation import ConfigError
 
 PAPER = {"mdsm_fashion_mnist": ("fashion_mnist", (32, 32, 1)), "mdsm_cifar10": ("cifar10", (32, 32, 3)),
@@ -110,17 +107,6 @@ def test_quadratic_output_form():
   np.testing.assert_allclose(np.asarray(net.apply(params, x)), expect, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_patch_conv_equals_xla_conv(k):
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 9, 3))
-  a = nn.Conv(5, (k, k), padding="SAME")
-  b = PatchConv(5, k)
-  params = jax.tree_util.tree_map(lambda v: v + 0.3, a.init(jax.random.PRNGKey(1), x))  # nonzero bias
-  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
-      jax.eval_shape(b.init, jax.random.PRNGKey(1), x))
-  np.testing.assert_allclose(b.apply(params, x), a.apply(params, x), rtol=1e-5, atol=1e-5)
-
-
 def test_patches_and_xla_energies_and_gradients_agree():
   x = jax.random.uniform(jax.random.PRNGKey(2), (3, 28, 28, 1))
   xla, patches = EnergyResNet(nf=2, stage_blocks=RESNET12), EnergyResNet(nf=2, stage_blocks=RESNET12, conv_impl="patches")
@@ -157,14 +143,13 @@ def test_initialiser_is_pytorch_fan_in_uniform():
     ({"stage_blocks": RESNET34}, (8, 8, 1), "model.stage_blocks"),
     ({}, (784,), "model.name"),
     ({"dtype": "float16"}, (28, 28, 1), "model.dtype"),
-    ({"conv_impl": "cudnn"}, (28, 28, 1), "model.conv_impl"),
 ])
 def test_get_model_errors_name_the_key(over, shape, key):
-  m = ml_collections.ConfigDict({"name": "energy_resnet", "nf": 4, "stage_blocks": RESNET12, "dtype": "float32",
-                                 "conv_impl": "xla"})
-  m.update(over)
+  m = models.section("energy_resnet", nf=4, stage_blocks=RESNET12)
+  with m.ignore_type():
+    m.update(over)
   with pytest.raises(ConfigError) as err:
-    get_model(m, shape)
+    models.build(m, shape)
   assert err.value.key == key and "\n" not in str(err.value)
 
 
@@ -222,15 +207,15 @@ def _method_config(**over):
 
 @pytest.mark.parametrize("dist", ["batch_linear", "batch_geometric"])
 def test_method_loss_is_eq10_with_the_batch_spread(dist):
-  """mdsm.build(...).loss_fn = mean_i || (x_i - x~_i)/sigma0^2 + grad E(x~_i) ||^2 / sigma_i^2 with the
+  """mdsm.build(...).loss = mean_i || (x_i - x~_i)/sigma0^2 + grad E(x~_i) ||^2 / sigma_i^2 with the
   sigmas spread over the batch from sigma_min to sigma_max (the reference's lin / exp)."""
   c = _method_config(**{"model.sigma_dist": dist, "model.sigma_min": 0.05, "model.sigma_max": 1.2})
   method = mdsm.build(c, _Shape((4, 4, 1)))
-  net = get_model(c.model, (4, 4, 1))
+  net = models.build(c.model, (4, 4, 1))
   x = jax.random.uniform(jax.random.PRNGKey(7), (8, 4, 4, 1))
   params = _np_init(net, x)
   key = jax.random.PRNGKey(8)
-  got = float(method.loss_fn(params, key, x)[0])
+  got = float(method.loss(params, key, x)[0])
   _, k_noise = jax.random.split(key)
   spread = np.linspace if dist == "batch_linear" else np.geomspace
   sig = spread(0.05, 1.2, 8)
@@ -329,12 +314,12 @@ def test_tempered_sampler_reaches_the_right_variance_at_t1():
   assert float(xc.var()) < 0.2 * var_ula
 
 
-def test_sampler_conv_impl_changes_the_compute_not_the_samples(monkeypatch):
-  """sampling.conv_impl = 'patches' on a network trained with model.conv_impl = 'xla' (the mnist5k config)
-  samples the same chains from the same parameters as the sampler with XLA convolutions; the Gaussian base
-  energy is part of both."""
+def test_the_platforms_convolution_form_changes_the_compute_not_the_samples(monkeypatch):
+  """Whichever convolution form the platform picks (dsm_jax/platform.py: XLA's, the VJP form, im2col), the sampler
+  draws the same chains from the same parameters: one network, one parameter tree; the Gaussian base energy is part
+  of every one."""
   shape = (8, 8, 1)
-  over = {"model.conv_impl": "xla", "model.base_energy": "gaussian", "sampling.n_samples": 6,
+  over = {"model.base_energy": "gaussian", "sampling.n_samples": 6,
           "sampling.batch_size": 3, "sampling.n_flat": 3, "sampling.n_decay": 5, "sampling.n_cool": 2,
           "sampling.t_end": 0.0}
 
@@ -345,24 +330,28 @@ def test_sampler_conv_impl_changes_the_compute_not_the_samples(monkeypatch):
     def to_unit(self, x):
       return x
 
-  from dsm_jax.models import energy_resnet  # noqa: PLC0415
-  traced, patch_call = [], energy_resnet.PatchConv.__call__
-  monkeypatch.setattr(energy_resnet.PatchConv, "__call__", lambda self, x: traced.append(1) or patch_call(self, x))
+  traced, patches = [], layers.conv_patches
+  monkeypatch.setattr(layers, "conv_patches", lambda *a: traced.append(1) or patches(*a))
+  params = {"energy": _np_init(models.build(_method_config(**over).model, shape), jnp.zeros((1,) + shape))}
   got = {}
-  for impl in ("xla", "patches"):
-    traced.clear()
-    method = mdsm.build(_method_config(**over, **{"sampling.conv_impl": impl}), _Data(shape))
-    params = _np_init(get_model(_method_config(**over).model, shape), jnp.zeros((1,) + shape))
-    got[impl] = method.sample(params, jax.random.PRNGKey(3))
-    assert bool(traced) == (impl == "patches")  # the sampler traced PatchConv only when asked to
+  try:
+    for impl in layers.CONV_IMPLS:
+      traced.clear()
+      layers.set_default_conv_impl(impl)
+      got[impl] = mdsm.build(_method_config(**over), _Data(shape)).sample(params, jax.random.PRNGKey(3))
+      assert bool(traced) == (impl == "patches")  # the sampler traced im2col only in that form
+  finally:
+    layers.set_default_conv_impl("xla")
   assert got["xla"]["x"].shape == (6,) + shape and np.std(got["xla"]["x"]) > 0.1
-  np.testing.assert_allclose(got["patches"]["x"], got["xla"]["x"], atol=2e-4)
-  np.testing.assert_allclose(got["patches"]["trajectory"], got["xla"]["trajectory"], atol=2e-4)
+  for impl in ("vjp", "patches"):
+    np.testing.assert_allclose(got[impl]["x"], got["xla"]["x"], atol=2e-4)
+    np.testing.assert_allclose(got[impl]["trajectory"], got["xla"]["trajectory"], atol=2e-4)
 
 
 def test_trajectory_thin_and_initial_state():
   assert mdsm.trajectory_thin(2700) == 225 and mdsm.trajectory_thin(8) == 1 and mdsm.trajectory_thin(450) == 45
-  u = mdsm.initial_state(jax.random.PRNGKey(0), 500, (3,), ml_collections.ConfigDict({"init_range": (-2.0, 1.0)}))
+  u = mdsm.initial_state(jax.random.PRNGKey(0), 500, (3,),
+                         ml_collections.ConfigDict({"init": "uniform", "init_range": (-2.0, 1.0)}))
   assert u.shape == (500, 3) and float(u.min()) >= -2.0 and float(u.max()) <= 1.0 and float(u.min()) < -1.9
 
 
@@ -375,7 +364,7 @@ def _paper_values(name):
   assert (t.optimizer, t.beta1, t.beta2, t.schedule, t.batch_size) == ("adam", 0.9, 0.95, "cosine", 128)
   assert t.lr * t.lr_final_frac == pytest.approx(1e-6)  # CosineAnnealingLR eta_min
   assert (s.eps, s.init, s.init_mean, s.init_std, s.final_denoise) == (0.02, "gaussian", 0.5, 1.0, True)
-  temps = temperatures_from_config(s)
+  temps = sigmas.temperatures_from_config(c)
   assert len(temps) == 2700 and np.all(temps[:500] == 100.0) and temps[2499] == pytest.approx(1.0)
   assert temps[-1] == 0.0 and np.all(np.diff(temps[500:]) <= 0)
   return c
@@ -398,9 +387,8 @@ def test_paper_values():
 
 @pytest.mark.parametrize("key,value", [("sampling.init", "normal"), ("sampling.init_std", 0.0),
                                        ("eval.ood_datasets", ("imagenet",)), ("eval.ood_n", 0),
-                                       ("model.sigma_dist", "exp"), ("model.conv_impl", "cudnn"),
-                                       ("sampling.conv_impl", "cudnn"),
-                                       ("sampling.batch_size", -1)])
+                                       ("model.sigma_dist", "exp"), ("sampling.batch_size", -1),
+                                       ("sampling.t_start", 0.0)])
 def test_bad_values_name_the_key(key, value):
   with pytest.raises(ConfigError) as err:
     mdsm.build(_method_config(**{key: value}), _Shape((28, 28, 1)))
@@ -412,7 +400,7 @@ def _tiny(name, **over):
   c.model.nf = 2
   t = c.training
   t.n_iters, t.batch_size, t.log_every, t.ckpt_every, t.steps_per_call = 2, 4, 1, 2, 1
-  t.progress = False
+  c.runtime.progress = False
   s = c.sampling
   s.n_samples, s.batch_size, s.n_flat, s.n_decay, s.n_cool = 4, 2, 2, 4, 2
   c.eval.enabled = False

@@ -1,10 +1,10 @@
-"""Evaluation metrics (dsm_jax.metrics) on cases with known answers."""
+"""Evaluation metrics (dsm_jax.eval.metrics) on cases with known answers."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dsm_jax import metrics
+from dsm_jax.eval import metrics
 
 
 NSE_MMD = 5.0

@@ -15,8 +15,8 @@ from dsm_jax import run_lib, train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config=configs/ncsn_mnist5k.py", "--config.data.dataset=digits", "--config.model.channels=(4,8,8)",
         "--config.training.n_iters=4", "--config.training.batch_size=8", "--config.training.steps_per_call=2",
-        "--config.training.log_every=2", "--config.training.ckpt_every=2", "--config.training.progress=False",
-        "--config.training.tensorboard=False", "--config.sampling.n_samples=4", "--config.sampling.batch_size=4",
+        "--config.training.log_every=2", "--config.training.ckpt_every=2", "--config.runtime.progress=False",
+        "--config.runtime.tensorboard=False", "--config.sampling.n_samples=4", "--config.sampling.batch_size=4",
         "--config.sampling.n_steps_each=1", "--config.eval.enabled=False"]
 
 
@@ -36,13 +36,13 @@ def _env():
 def test_two_processes_match_one_process_two_devices(tmp_path):
   single = str(tmp_path / "single")
   subprocess.run([sys.executable, "-m", "experiments.run", *TINY, f"--workdir={single}",
-                  "--config.training.cpu_devices=2"], cwd=REPO, env=_env(), check=True, timeout=900)
+                  "--config.runtime.cpu_devices=2"], cwd=REPO, env=_env(), check=True, timeout=900)
   multi = str(tmp_path / "multi")
   port = _free_port()
   procs = [subprocess.Popen([sys.executable, "-m", "experiments.run", *TINY, f"--workdir={multi}",
-                             "--config.training.cpu_devices=1", "--config.training.distributed=True",
-                             f"--config.training.coordinator_address=localhost:{port}",
-                             "--config.training.num_processes=2", f"--config.training.process_id={i}"],
+                             "--config.runtime.cpu_devices=1", "--config.runtime.distributed=True",
+                             f"--config.runtime.coordinator_address=localhost:{port}",
+                             "--config.runtime.num_processes=2", f"--config.runtime.process_id={i}"],
                             cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(2)]
   outs = [p.communicate(timeout=900)[0] for p in procs]
@@ -59,7 +59,7 @@ def test_two_processes_match_one_process_two_devices(tmp_path):
     step, state = train.load_latest(config, wd, method)
     assert step == 4
     states.append(state)
-  for a, b in zip(jax.tree_util.tree_leaves(states[0]["params"]), jax.tree_util.tree_leaves(states[1]["params"])):
+  for a, b in zip(jax.tree_util.tree_leaves(states[0]["nets"]), jax.tree_util.tree_leaves(states[1]["nets"])):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
   xs = [np.load(f"{wd}/samples/samples.npz")["x"] for wd in (single, multi)]
   np.testing.assert_allclose(xs[0], xs[1], rtol=1e-3, atol=1e-4)

@@ -13,8 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dsm_jax import run_lib, sigmas as sigmas_lib, tensorboard, train
-from dsm_jax.models import get_model
+from dsm_jax import models, platform, run_lib, sigmas as sigmas_lib, tensorboard, train
 from dsm_jax.models.cond_unet import CondUNet
 from dsm_jax.validation import ConfigError
 
@@ -43,7 +42,7 @@ def tiny(name, **over):
     c.model.channels = (4, 8, 8)
   t = c.training
   t.n_iters, t.batch_size, t.log_every, t.ckpt_every, t.steps_per_call = 2, 4, 1, 2, 1
-  t.progress = False
+  c.runtime.progress = False
   s = c.sampling
   s.n_samples, s.batch_size, s.n_steps_each = 4, 4, 1
   c.eval.enabled = False
@@ -127,11 +126,11 @@ def test_cond_unet_rejects_bad_input():
     ({"skip_mean": "dark"}, (28, 28, 1), "model.skip_mean"),
 ])
 def test_get_model_cond_unet_errors_name_the_key(over, shape, key):
-  m = ml_collections.ConfigDict({"name": "cond_unet", "channels": (4, 8, 8), "sigma_max": 1.0,
-                                 "sigma_min": 0.01, "num_scales": 10, "dtype": "float32"})
-  m.update(over)
+  m = models.section("cond_unet", channels=(4, 8, 8))
+  with m.ignore_type():
+    m.update(over)
   with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-    get_model(m, shape)
+    models.build(m, shape, sigmas=LADDER)
 
 
 def test_mnist5k_cpu_config_is_the_paper_recipe_on_a_unet():
@@ -139,7 +138,7 @@ def test_mnist5k_cpu_config_is_the_paper_recipe_on_a_unet():
   assert c.data.dataset == "mnist5k" and c.model.name == "cond_unet"
   assert (c.model.sigma_max, c.model.sigma_min, c.model.num_scales) == (1.0, 0.01, 10)
   assert (c.sampling.eps, c.sampling.n_steps_each, c.sampling.convention) == (1e-5, 100, "code")  # half the paper's step
-  assert c.training.batch_size % max(c.training.cpu_devices, 1) == 0
+  assert c.training.batch_size % max(c.runtime.cpu_devices, 1) == 0
 
 
 def test_tensorboard_scalars_and_images(tmp_path):
@@ -151,20 +150,22 @@ def test_tensorboard_scalars_and_images(tmp_path):
   assert [s for s, _ in tags["loss"]] == [r["step"] for r in rows] == [2, 4]
   np.testing.assert_allclose([v for _, v in tags["loss"]], [r["loss"] for r in rows], rtol=1e-6)
   assert any(t.startswith("samples/") for t in tags), sorted(tags)
-  off = tiny("ncsn_mnist5k", **{"training.tensorboard": False})
+  off = tiny("ncsn_mnist5k", **{"runtime.tensorboard": False})
   run_lib.run(off, str(tmp_path / "off"))
   assert not os.path.exists(tmp_path / "off" / "tensorboard")
 
 
 def test_cpu_devices_splits_the_host(tmp_path):
-  code = ("import ml_collections as mc, jax; from dsm_jax import train; "
-          "train.setup_devices(mc.ConfigDict({'training': {'cpu_devices': 3}})); print(jax.local_device_count())")
+  code = ("import jax; from configs.default import get_default_config; from dsm_jax import platform; "
+          "c = get_default_config(); c.runtime.cpu_devices = 3; platform.setup(c); print(jax.local_device_count())")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
   assert out.stdout.strip().splitlines()[-1] == "3"
-  with pytest.raises(ConfigError, match="training.cpu_devices"):
-    from dsm_jax import train
-    train.setup_devices(ml_collections.ConfigDict({"training": {"cpu_devices": -1}}))
+  from configs.default import get_default_config
+  c = get_default_config()
+  c.runtime.cpu_devices = -1
+  with pytest.raises(ConfigError, match="runtime.cpu_devices"):
+    platform.setup(c)
 
 
 IMAGE_SHARDED_SCRIPT = r"""
@@ -172,7 +173,7 @@ import os, sys, json
 import jax, numpy as np
 sys.path.insert(0, {repo!r})
 import importlib
-from dsm_jax import run_lib, train
+from dsm_jax import platform, run_lib, train
 assert jax.local_device_count() == 8, jax.local_device_count()
 out = {{}}
 for n, mode in ((1, "loop"), (8, "loop"), (1, "scan"), (8, "auto")):
@@ -181,14 +182,15 @@ for n, mode in ((1, "loop"), (8, "loop"), (1, "scan"), (8, "auto")):
   cfg.model.channels = (4, 8, 8)
   t = cfg.training
   t.n_iters, t.batch_size, t.steps_per_call, t.log_every, t.ckpt_every = 6, 16, 3, 3, 6
-  t.num_devices, t.cpu_devices, t.chunk_mode, t.progress, t.tensorboard = n, 0, mode, False, False
+  r = cfg.runtime
+  r.num_devices, r.cpu_devices, r.chunk_mode, r.progress, r.tensorboard = n, 0, mode, False, False
   wd = os.path.join({tmp!r}, f"d{{n}}_{{mode}}")
   ds, m = run_lib.prepare(cfg, wd)
   res = train.train(cfg, wd, m, ds, progress=False)
   key = f"{{n}}_{{mode}}"
-  out[key] = [np.asarray(l) for l in jax.tree_util.tree_leaves(res.state["params"])]
+  out[key] = [np.asarray(l) for l in jax.tree_util.tree_leaves(res.params)]
   out["loss" + key] = [json.loads(l)["loss"] for l in open(os.path.join(wd, "metrics.jsonl"))]
-  out["mode" + key] = train.chunk_mode(cfg, False)
+  out["mode" + key] = platform.chunk_mode(cfg, host_fed=True)
 ref = out["1_loop"]
 diff = {{k: max(float(np.max(np.abs(a - b))) for a, b in zip(ref, out[k])) for k in ("8_loop", "1_scan", "8_auto")}}
 print(json.dumps({{"diff": diff, "losses": {{k: v for k, v in out.items() if k.startswith("loss")}},
@@ -215,12 +217,12 @@ def test_image_training_sharded_and_chunk_modes_agree(tmp_path):
 
 def test_chunk_mode_is_validated():
   cfg = importlib.import_module("configs.ncsn_mnist5k").get_config()
-  cfg.training.chunk_mode = "unrolled"
-  with pytest.raises(ConfigError, match="training.chunk_mode"):
-    train.validate_training(cfg)
-  cfg.training.chunk_mode = "loop"
-  assert train.chunk_mode(cfg, in_graph=True) == "scan"  # in-graph (toy) data always scans
-  assert train.chunk_mode(cfg, in_graph=False) == "loop"
+  cfg.runtime.chunk_mode = "unrolled"
+  with pytest.raises(ConfigError, match="runtime.chunk_mode"):
+    platform.validate(cfg)
+  cfg.runtime.chunk_mode = "loop"
+  assert platform.chunk_mode(cfg, host_fed=False) == "scan"  # data drawn in the step (toys) always scans
+  assert platform.chunk_mode(cfg, host_fed=True) == "loop"
 
 
 def _digits_unet(n_iters):
@@ -229,7 +231,7 @@ def _digits_unet(n_iters):
   cfg.model.channels = (4, 8, 8)
   t = cfg.training
   t.n_iters, t.batch_size, t.steps_per_call, t.log_every, t.ckpt_every = n_iters, 8, 2, 2, 2
-  t.cpu_devices, t.progress, t.tensorboard = 0, False, False
+  cfg.runtime.cpu_devices, cfg.runtime.progress, cfg.runtime.tensorboard = 0, False, False
   t.schedule = "constant"  # the config's cosine decay depends on n_iters, which this test changes
   cfg.sampling.n_samples, cfg.sampling.batch_size, cfg.sampling.n_steps_each = 4, 4, 1
   cfg.eval.enabled = False
@@ -239,7 +241,7 @@ def _digits_unet(n_iters):
 def test_image_resume_in_loop_mode_equals_straight_run(tmp_path):
   """chunk_mode 'loop' (the CPU default for images): 4 steps, then the same workdir to 6, is bit-identical
   (params, EMA, Adam state, key) to a straight 6-step run, and metrics.jsonl has the same rows."""
-  assert train.chunk_mode(_digits_unet(6), in_graph=False) == "loop"
+  assert platform.chunk_mode(_digits_unet(6), host_fed=True) == "loop"
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   run_lib.run(_digits_unet(6), straight)
   run_lib.run(_digits_unet(4), resumed)
@@ -249,7 +251,7 @@ def test_image_resume_in_loop_mode_equals_straight_run(tmp_path):
     _, method = run_lib.prepare(_digits_unet(6), wd)
     step, state = train.load_latest(_digits_unet(6), wd, method)
     assert step == 6
-    leaves.append(jax.tree_util.tree_leaves({k: state[k] for k in ("params", "ema_params", "opt_state", "key")}))
+    leaves.append(jax.tree_util.tree_leaves({k: state[k] for k in ("nets", "key")}))
   for a, b in zip(*leaves):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   rows = [[json.loads(l)["loss"] for l in open(os.path.join(wd, "metrics.jsonl"))] for wd in (straight, resumed)]

@@ -1,9 +1,9 @@
-"""dsm_jax.ood: the synthetic OOD sets, batched scoring, the AUROC table and the tfds pairs."""
+"""dsm_jax.eval.ood: the synthetic OOD sets, batched scoring, the AUROC table and the tfds pairs."""
 import jax
 import numpy as np
 import pytest
 
-from dsm_jax import metrics, ood
+from dsm_jax.eval import metrics, ood
 from dsm_jax.data import images
 
 

@@ -2,12 +2,11 @@
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from dsm_jax import sigmas as sigmas_lib
-from dsm_jax.models import get_model
+from dsm_jax import models
 from dsm_jax.models.refinenet import (CondInstanceNormPlus, CondRefineNet, resize_bilinear_aligned,
                                       sigma_to_index)
 from dsm_jax.validation import ConfigError
@@ -307,9 +306,11 @@ def test_parameter_count(size, channels, ngf, capsys):
 
 # ------------------------------------------------------------------------------------------ get_model
 def _model_config(**kw):
-  cfg = dict(name="refinenet", ngf=NGF, sigma_max=1.0, sigma_min=0.01, num_scales=10)
-  cfg.update(kw)
-  return ml_collections.ConfigDict(cfg)
+  return models.section("refinenet", ngf=NGF, **kw)
+
+
+def get_model(cfg, shape):
+  return models.build(cfg, shape, sigmas=LADDER)
 
 
 def test_get_model_builds_refinenet():

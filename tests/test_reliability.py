@@ -22,13 +22,17 @@ from tests.test_runner import REPO, params_of, tiny
 KILL_ARGS = ["--config=configs/ncsn_toy.py", "--config.training.n_iters=400",
              "--config.training.ckpt_every=20", "--config.training.log_every=10",
              "--config.training.steps_per_call=10", "--config.training.batch_size=64",
-             "--config.training.max_to_keep=3", "--config.training.progress=False",
+             "--config.training.max_to_keep=3", "--config.runtime.progress=False",
              "--config.sampling.n_samples=64", "--config.sampling.n_steps_each=2",
              "--config.eval.enabled=False", "--config.model.hidden=(16,16)"]
 
 
-def _cli(workdir):
-  return [sys.executable, "-m", "experiments.run", f"--workdir={workdir}", *KILL_ARGS]
+# one compiled step and one metrics row per step: slow enough (a few ms per step) to signal a run mid-way
+SLOW = ["--config.training.steps_per_call=1", "--config.training.log_every=1"]
+
+
+def _cli(workdir, extra=()):
+  return [sys.executable, "-m", "experiments.run", f"--workdir={workdir}", *KILL_ARGS, *extra]
 
 
 def _kill_config():
@@ -118,9 +122,9 @@ def test_sigkill_during_checkpoint_save(tmp_path):
   _check_same_as_uninterrupted(tmp_path, wd)
 
 
-def _check_same_as_uninterrupted(tmp_path, workdir):
+def _check_same_as_uninterrupted(tmp_path, workdir, extra=()):
   ref = str(tmp_path / "reference")
-  r = subprocess.run(_cli(ref), cwd=REPO, capture_output=True, timeout=600)
+  r = subprocess.run(_cli(ref, extra), cwd=REPO, capture_output=True, timeout=600)
   assert r.returncode == 0, r.stderr.decode()[-2000:]
   config = _kill_config()
   (s1, a), (s2, b) = params_of(ref, config), params_of(workdir, config)
@@ -251,3 +255,143 @@ def test_sampler_counts_nonfinite_chains(n_bad):
   x0 = jnp.zeros((8, 2)).at[:n_bad].set(jnp.nan)
   x, aux = samplers.langevin(lambda y, s: -y, jax.random.PRNGKey(0), x0, 0.1, 3)
   assert int(aux["n_nonfinite"]) == n_bad
+
+
+# ------------------------------------------------------------------------------- preemption (SIGTERM / SIGINT)
+def _wait_for_step(workdir, step, proc, timeout=300.0):
+  start = time.time()
+  while time.time() - start < timeout and proc.poll() is None:
+    if _last_logged(workdir) >= step:
+      return True
+    time.sleep(0.05)
+  return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_preemption_saves_exits_75_and_resumes_bit_identically(tmp_path, sig):
+  """SIGTERM (or SIGINT) mid-run: the trainer finishes the step, saves a checkpoint at that step, exits with
+  status 75 and one line saying how to resume; a second signal during the save changes nothing; the rerun ends
+  bit-identical to an uninterrupted run (parameters, samples, metrics)."""
+  wd = str(tmp_path / "preempted")
+  proc = subprocess.Popen(_cli(wd, SLOW), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  assert _wait_for_step(wd, 15, proc), "the run did not reach step 15"
+  proc.send_signal(sig)
+  time.sleep(0.05)
+  proc.send_signal(sig)  # a second signal while it saves
+  out, err = proc.communicate(timeout=300)
+  err = err.decode()
+  assert proc.returncode == 75, err[-2000:]
+  last = [l for l in err.splitlines() if l.strip()][-1]
+  assert last.startswith("preempted: stopped by SIG") and "rerun the same command to resume" in last, last
+  steps = checkpoint.Checkpointer(wd).steps()
+  saved = int(last.split(" at step ")[1].split()[0])
+  assert max(steps) == saved and saved < 400
+  r = subprocess.run(_cli(wd, SLOW), cwd=REPO, capture_output=True, timeout=600)
+  assert r.returncode == 0, r.stderr.decode()[-2000:]
+  _check_same_as_uninterrupted(tmp_path, wd, SLOW)
+
+
+# ------------------------------------------------------------------------------- one writer per workdir
+def test_a_second_run_on_the_same_workdir_stops_naming_the_holder(tmp_path):
+  """While a run trains in DIR, the same command on DIR exits 2 with one line naming the holder (pid, host,
+  start, command); sample/eval beside it must write elsewhere (--outdir), which works."""
+  wd = str(tmp_path / "busy")
+  long = [*SLOW, "--config.training.n_iters=100000"]
+  proc = subprocess.Popen(_cli(wd, long), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    assert _wait_for_step(wd, 20, proc)
+    second = subprocess.run(_cli(wd, long), cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = [l for l in second.stderr.splitlines() if l.strip()]
+    assert second.returncode == 2 and len(lines) == 1, second.stderr[-2000:]
+    assert f"process {proc.pid}" in lines[0] and "in use by" in lines[0] and "experiments/run.py" in lines[0], lines[0]
+    beside = subprocess.run(_cli(wd) + ["--mode=sample"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert beside.returncode == 2 and "--outdir" in beside.stderr
+    other = str(tmp_path / "other")
+    elsewhere = subprocess.run(_cli(wd) + ["--mode=sample", f"--outdir={other}"], cwd=REPO, capture_output=True,
+                               text=True, timeout=300)
+    assert elsewhere.returncode == 0, elsewhere.stderr[-2000:]
+    assert os.path.exists(os.path.join(other, "samples", "samples.npz"))
+    assert not os.path.exists(os.path.join(wd, "samples"))  # nothing written into the running run's directory
+  finally:
+    proc.kill()
+    proc.wait()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
+  """A run SIGKILLed leaves DIR/.lock naming it; the next run takes it over with a warning and finishes."""
+  wd = str(tmp_path / "stale")
+  proc = subprocess.Popen(_cli(wd, SLOW), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  assert _wait_for_step(wd, 20, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert str(proc.pid) in open(os.path.join(wd, ".lock")).read()
+  r = subprocess.run(_cli(wd, SLOW), cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "taking over the lock" in r.stderr and f"process {proc.pid}" in r.stderr
+  assert open(os.path.join(wd, ".lock")).read() == ""  # released at the end
+
+
+def test_lock_in_process(tmp_path):
+  from dsm_jax.workdir import LockError, WorkdirLock
+  with WorkdirLock(str(tmp_path), command=["first"]):
+    with pytest.raises(LockError, match=r"in use by process \d+ on .* \(first\)"):
+      WorkdirLock(str(tmp_path), command=["second"]).acquire()
+  with WorkdirLock(str(tmp_path), command=["third"]):  # released: free again
+    pass
+
+
+# ------------------------------------------------------------------------------- writes that fail
+def test_a_checkpoint_save_that_fails_is_one_line_and_keeps_the_previous_one(tmp_path, monkeypatch):
+  """The disk fills while the checkpoint of step 20 is written: CheckpointError naming the directory, the cause
+  (ENOSPC) and the intact checkpoint of step 10; a rerun resumes from 10 and ends as an uninterrupted run."""
+  import errno
+  import orbax.checkpoint as ocp
+  config = tiny("ncsn_toy", **{"training.schedule": "constant"})
+  wd = str(tmp_path / "full")
+  real = ocp.CheckpointManager.save
+
+  def save(self, step, *a, **k):
+    if step == 20:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real(self, step, *a, **k)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    run_lib.run(config, wd)
+  msg = str(e.value)
+  assert "\n" not in msg and "step 20" in msg and "No space left on device" in msg and "checkpoints/10" in msg, msg
+  assert checkpoint.Checkpointer(wd).steps() == [10]
+  monkeypatch.setattr(ocp.CheckpointManager, "save", real)
+  run_lib.run(config, wd)
+  ref = str(tmp_path / "ref")
+  run_lib.run(config, ref)
+  (_, a), (_, b) = params_of(ref, config), params_of(wd, config)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("target", ["samples", "eval.json", "metrics.jsonl"])
+def test_failed_writes_of_samples_eval_and_metrics_are_one_line(tmp_path, monkeypatch, target):
+  """A write that fails (permission lost mid-run) names the path and the cause in one line."""
+  import builtins
+  import errno
+  from dsm_jax.checkpoint import WriteError
+  real_open, real_savez = builtins.open, np.savez
+
+  def failing_open(path, mode="r", *a, **k):
+    if ("w" in mode or "a" in mode) and target in str(path):
+      raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    return real_open(path, mode, *a, **k)
+
+  def failing_savez(path, *a, **k):
+    raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+  if target == "samples":
+    monkeypatch.setattr(np, "savez", failing_savez)
+  else:
+    monkeypatch.setattr(builtins, "open", failing_open)
+  with pytest.raises(WriteError) as e:
+    run_lib.run(tiny("ncsn_toy"), str(tmp_path / "w"))
+  msg = str(e.value)
+  assert "\n" not in msg and "cannot write" in msg and target.split(".")[0] in msg, msg
+  assert ("Read-only file system" if target == "samples" else "Permission denied") in msg

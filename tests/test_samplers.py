@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from dsm_jax import fields, samplers, sigmas
-from dsm_jax.data.toy import get_toy, nearer_fraction
+from dsm_jax.data.toy import get_toy
+from dsm_jax.eval.toy import nearer_fraction
 
 NSE = 5.0
 MU = np.asarray([1.0, -0.5])

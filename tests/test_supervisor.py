@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from experiments.run import supervise
+from dsm_jax.platform import supervise
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,7 +53,7 @@ def test_other_failures_are_not_rerun(tmp_path):
 def test_killing_the_supervisor_kills_the_child(tmp_path):
   pid_file = str(tmp_path / "pid")
   child = f"import os, time; open({pid_file!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-  boss = subprocess.Popen([sys.executable, "-c", f"import sys; from experiments.run import supervise; "
+  boss = subprocess.Popen([sys.executable, "-c", f"import sys; from dsm_jax.platform import supervise; "
                            f"supervise([sys.executable, '-c', {child!r}], 1)"], cwd=REPO)
   deadline = time.time() + 60
   while not (os.path.exists(pid_file) and open(pid_file).read()) and time.time() < deadline:
@@ -74,12 +74,12 @@ def test_killing_the_supervisor_kills_the_child(tmp_path):
 
 
 def test_cli_with_two_cpu_devices_trains_through_the_supervisor(tmp_path):
-  """The real CLI with training.cpu_devices = 2 (supervised): trains, samples, evaluates, exits 0; a bad
+  """The real CLI with runtime.cpu_devices = 2 (supervised): trains, samples, evaluates, exits 0; a bad
   --restarts stops before any compute."""
   wd = str(tmp_path / "run")
   args = [sys.executable, "-m", "experiments.run", "--config=configs/ncsn_toy.py", f"--workdir={wd}",
-          "--config.training.cpu_devices=2", "--config.training.n_iters=20", "--config.training.log_every=10",
-          "--config.training.ckpt_every=10", "--config.sampling.n_samples=64", "--config.training.progress=False"]
+          "--config.runtime.cpu_devices=2", "--config.training.n_iters=20", "--config.training.log_every=10",
+          "--config.training.ckpt_every=10", "--config.sampling.n_samples=64", "--config.runtime.progress=False"]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]

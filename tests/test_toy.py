@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dsm_jax.data.toy import TOY_DATASETS, GaussianMixture, get_toy, nearer_fraction
+from dsm_jax.data.toy import TOY_DATASETS, GaussianMixture, get_toy
+from dsm_jax.eval.toy import nearer_fraction
 
 NSE = 5.0
 DENSITY = sorted(k for k in TOY_DATASETS if get_toy(k).has_density)

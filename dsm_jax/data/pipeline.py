@@ -20,7 +20,7 @@ def get_dataset(data_config, seed: int = 0):
   name = data_config.dataset
   if name in toy.TOY_DATASETS:
     return toy.get_toy(name)
-  from dsm_jax.data import regression  # Bayesian models for denoiser-guided VI (issue 5)
+  from dsm_jax.data import regression  # Bayesian models for denoiser-guided VI
   if name in regression.REGRESSION_DATASETS:
     return regression.get_regression(data_config, seed)
   from dsm_jax.data import images  # imported here: images imports DataError from this module

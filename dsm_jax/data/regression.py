@@ -1,4 +1,4 @@
-"""Bayesian models for denoiser-guided variational inference (issue 5; Huszar 2017, "Variational Inference
+"""Bayesian models for denoiser-guided variational inference (Huszar 2017, "Variational Inference
 using Implicit Models", Parts I and IV).
 
 | name             | latent w | observed                      | posterior                                 |
@@ -157,7 +157,7 @@ def get_regression(data_config, seed: int):
   positive(cfg, "data.prior_std")
   if name == "logreg2d":
     positive(cfg, "data.n_points", integer=True)
-    w = data_config.get("w_true", None)
+    w = data_config.w_true
     require(isinstance(w, (tuple, list)) and len(w) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in w),
         "data.w_true", f"must be two finite numbers (w_1, w_2), got {w!r}")

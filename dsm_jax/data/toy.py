@@ -174,9 +174,3 @@ def get_toy(name: str):
   if name not in TOY_DATASETS:
     raise ValueError(f"unknown toy dataset {name!r}; choose from {sorted(TOY_DATASETS)}")
   return TOY_DATASETS[name]()
-
-
-def nearer_fraction(x: np.ndarray, a, b) -> float:
-  """Fraction of rows of x strictly nearer to point a than to point b."""
-  x = np.asarray(x)
-  return float(np.mean(np.linalg.norm(x - np.asarray(a), axis=1) < np.linalg.norm(x - np.asarray(b), axis=1)))

@@ -1,41 +1,84 @@
-"""What a method gives the trainer and the runner."""
+"""What a method gives the trainer and the runner, and the method registry.
+
+A method file (`methods/<paper>.py`) registers a build function and its config defaults:
+
+    @register("mdsm", defaults=defaults)
+    def build(config, dataset) -> Method: ...
+
+`defaults()` returns the method's own keys, per section ({'model': {...}, 'training': {...}, ...}); with
+configs/default.py's shared keys they are every key the method reads, so `DIR/config.json` is the whole config
+as run.
+"""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable, Optional
 
-import numpy as np
+import jax
+import optax
 
 
 @dataclasses.dataclass
 class Method:
-  """One paper's algorithm, as the runner uses it.
+  """One paper's algorithm, as the trainer and the runner use it.
 
-  init_params(key) -> params
-  loss_fn(params, key, batch) -> (loss, aux)     used by the default train step, or
-  train_step(optimizer) -> (state, batch) -> (state, metrics)  for methods with several networks
-  init_opt(optimizer, params) -> opt_state         optional; e.g. one optimizer state per network
-  sample(params, key) -> {name: array}            'x' is the main sample set ([N, ...], data space)
+  init(key) -> {name: params}              the networks' initial parameters (and buffers)
+  step(nets, key, batch, t) -> (nets, metrics)  training step t (0-based): nets maps each name to its NetState
+                                           (buffers as arrays); update a network with
+                                           nets[name].apply_gradients(grads). metrics must have 'loss'.
+  networks: {name: updates per step}       the trained networks (every other init entry is a buffer) and how many
+                                           optimizer updates each makes per trainer step (its schedule's horizon)
+  slots: {name: (slot, ...)}               networks with separate optimizer moments per objective
+  sample(params, key) -> {name: array}      'x' is the main sample set ([N, ...], data space)
   evaluate(params, key, samples) -> {metric: number}
-  plot(samples, params, sample_dir) -> [paths]    optional pictures beyond the default
-  score(params) -> score_fn(x, sigma)              optional; the model's score as its sampler uses it
+  plot(samples, params, sample_dir) -> [paths]   pictures beyond the default
+  score(params) -> score_fn(x, sigma)       the model's score as its sampler uses it
+  loss(params, key, batch) -> (loss, aux)    a one-network method's objective (its step is loss_step of it)
+  params: {name: EMA (or raw) parameters}, as the trainer hands them over.
   """
   name: str
-  init_params: Callable[[Any], Any]
-  loss_fn: Optional[Callable] = None
-  train_step: Optional[Callable] = None
-  init_opt: Optional[Callable] = None
-  sample: Optional[Callable] = None
-  evaluate: Optional[Callable] = None
+  init: Callable[[Any], dict]
+  step: Callable
+  networks: dict
+  sample: Callable
+  evaluate: Callable
   plot: Optional[Callable] = None
   score: Optional[Callable] = None
+  loss: Optional[Callable] = None
+  slots: dict = dataclasses.field(default_factory=dict)
 
 
-def uniform_init(key, n: int, shape, lo: float, hi: float):
-  import jax
-  return jax.random.uniform(key, (n,) + tuple(shape), minval=lo, maxval=hi)
+def loss_step(name: str, loss_fn: Callable) -> Callable:
+  """The step of a one-network method: loss_fn(params, key, batch) -> (loss, aux), one update of `name`."""
+
+  def step(nets, key, batch, t):
+    del t
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(nets[name].params, key, batch)
+    return {**nets, name: nets[name].apply_gradients(grads)}, {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+
+  return step
 
 
-def as_numpy(tree):
-  import jax
-  return jax.tree_util.tree_map(lambda a: np.asarray(a), jax.device_get(tree))
+# ------------------------------------------------------------------------------------ the registry
+@dataclasses.dataclass(frozen=True)
+class Registration:
+  build: Callable
+  defaults: Callable  # defaults(method name) -> {section: {key: value}}
+
+
+_METHODS: dict = {}
+
+
+def register(*names: str, defaults: Callable):
+  """Decorator: build(config, dataset) -> Method is the method of each of `names`; defaults() its own keys."""
+  def deco(build):
+    for n in names:
+      if n in _METHODS:
+        raise ValueError(f"method {n!r} registered twice")
+      _METHODS[n] = Registration(build, defaults)
+    return build
+  return deco
+
+
+def registered() -> dict:
+  return dict(_METHODS)

@@ -19,23 +19,24 @@ Energy Based Model", arXiv:2303.03887).
            gamma <- Adam(grad_gamma [ U_s(z_data) - U_s(z^K) ]),
            phi   <- Adam(grad_phi   [ U_c(x_data) - U_c(x^T) ]),
          all with Adam at 5e-5 (separate Adam moments for the DAE/decoder losses and the contrastive
-         terms: init_opt).
+         terms: the optimizer slots 'dae' and 'cd' of each network).
 4. Sampling: the same two-stage chain (latent Langevin, decode, pixel Langevin); for comparison,
    pixel-only Langevin on U_c from uniform noise with the same number of DAE evaluations (K + T);
    trajectory strips of both (the paper's Fig. 5).
-5. Evaluation: feature-space FID/KID of both sample sets (dsm_jax.feature_metrics through
-   ncsn.evaluate_images), and out-of-distribution AUROCs with the score -U_c(x, sigma = 0.05)
-   (dsm_jax.ood: noise, constant, interpolations, tfds pairs from eval.ood_datasets).
+5. Evaluation: the shared image metrics of every sample set (dsm_jax/eval/images.py), and out-of-distribution
+   AUROCs with the score -U_c(x, sigma = 0.05) (dsm_jax/eval/ood.py: noise, constant, interpolations, tfds
+   pairs from eval.ood_datasets).
 
 Choices where the paper leaves room (config keys in brackets; tests/test_debm.py checks each):
-  * Langevin step [sampling.noise_scale]: x <- x - eta/2 grad U(x) + noise_scale * sqrt(eta) w with
-    w ~ N(0, I); noise_scale = 1 is unadjusted Langevin with step eta (the 'paper' convention of
-    dsm_jax.samplers). The energy's own eps is drawn afresh at every step (a stochastic energy).
-  * the latent step of the training chains [training.eta_latent, else sampling.eta_latent]: the sampler may
-    take a smaller eta_1 than the chains whose samples the contrastive updates push up. On mnist5k the paper's
-    eta_1 = 0.1 trains the better energy but, as the sampler's step, throws z off the decodable codes (FID 516
-    vs 103 at 0.001); training with 0.001 as well gives FID 465 (docs/RESULTS.md, stop 19).
-  * sigma in the chains [sampling.sigma_latent, sampling.sigma_pixel]: one fixed sigma per stage, the
+  * Langevin step [training.noise_scale, sampling.noise_scale]: x <- x - eta/2 grad U(x) + noise_scale *
+    sqrt(eta) w with w ~ N(0, I); noise_scale = 1 is unadjusted Langevin with step eta (the 'paper' rule of
+    dsm_jax.samplers.energy_langevin). The energy's own eps is drawn afresh at every step (a stochastic energy).
+  * the chains of training and of sampling have their own settings [training.latent_steps, pixel_steps,
+    eta_latent, eta_pixel; the same in sampling]: the sampler may take a smaller eta_1 than the chains whose
+    samples the contrastive updates push up. On mnist5k the paper's eta_1 = 0.1 trains the better energy but,
+    as the sampler's step, throws z off the decodable codes (feature FID 516 vs 103 at 0.001; training with
+    0.001 as well gives 465).
+  * sigma in the chains [model.sigma_latent, model.sigma_pixel]: one fixed sigma per stage, the
     same during training and sampling, and the contrastive terms use the sigma of their chain, so each
     update is the maximum-likelihood gradient of the energy its chain samples. sigma_pixel = 0.1 keeps
     pixel Langevin with eta_2 = 0.01 stable: near the data the drift contracts by eta_2 / (2 sigma^2)
@@ -45,7 +46,7 @@ Choices where the paper leaves room (config keys in brackets; tests/test_debm.py
     gradient into alpha (the update is for gamma only).
   * the decoder loss trains gamma only: z = f_alpha(x~) enters h_gamma with stop_gradient.
   * DAE pre-training [training.dae_pretrain, default 0 = the paper]: the first iterations run only step (a),
-    so the chains of (b) start on a DAE and a decoder that already reconstruct (make_train_step).
+    so the chains of (b) start on a DAE and a decoder that already reconstruct (make_step).
   * an energy regulariser [training.energy_reg, default 0 = the paper]: alpha (U_data^2 + U_sample^2)
     added to each contrastive term (contrastive_loss), which bounds the sample energy at ~1 / (2 alpha).
   * sums vs means: the contrastive terms are batch means (Adam is invariant to the constant factor);
@@ -65,8 +66,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
-import math
 import os
 
 import chex
@@ -75,11 +74,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dsm_jax import gaussian_base, samplers, sigmas, train, viz
-from dsm_jax.methods.base import Method
-from dsm_jax.models import get_model
+from dsm_jax import gaussian_base, models, samplers, sampling, sigmas, viz
+from dsm_jax.eval import images as image_eval
+from dsm_jax.eval import ood
+from dsm_jax.methods.base import Method, register
 from dsm_jax.models import unet_dae
-from dsm_jax.validation import ConfigError, get, one_of, positive, require
+from dsm_jax.validation import one_of, positive, require
 
 Array = jax.Array
 _LATENT_FIT_TAG = 0x1A7E
@@ -130,40 +130,20 @@ def mean_texture_energy(denoise_fn, key: Array, x: Array, sigma, n_eps: int) -> 
   return jnp.mean(jax.lax.map(lambda k: texture_energy(denoise_fn, k, x, sigma), keys), axis=0)
 
 
-# ====================================================================================== Langevin
-def langevin(energy_fn, key: Array, x0: Array, eta: float, n_steps: int, noise_scale: float = 1.0,
-             n_keep: int = 0):
-  """x_{t+1} = x_t - eta/2 grad_x U(x_t) + noise_scale sqrt(eta) w_t, w_t ~ N(0, I), t < n_steps.
-
-  energy_fn(x, key) -> [B]: the key draws the energy's own noise afresh at every step. Returns
-  (x_T, traj [n_steps + 1, n_keep, ...] of the first n_keep chains including x_0, mean energy per
-  step [n_steps] at the state the step started from)."""
-  u_and_grad = jax.value_and_grad(lambda x, k: jnp.sum(energy_fn(x, k)))
-  sqrt_eta = math.sqrt(eta) * noise_scale
-
-  def step(x, k):
-    k_e, k_w = jax.random.split(k)
-    u, g = u_and_grad(x, k_e)
-    x_new = x - 0.5 * eta * g + sqrt_eta * jax.random.normal(k_w, x.shape, x.dtype)
-    return x_new, (x_new[:n_keep], u / x.shape[0])
-
-  if n_steps == 0:
-    return x0, x0[None, :n_keep], jnp.zeros((0,), x0.dtype)
-  x, (traj, energies) = jax.lax.scan(step, x0, jax.random.split(key, n_steps))
-  return x, jnp.concatenate([x0[None, :n_keep], traj]), energies
-
-
+# ====================================================================================== the two-stage chain
 def two_stage_chain(denoise_fn, decode_h, key: Array, z0: Array, chains: Chains, n_keep: int = 0) -> dict:
   """Latent Langevin on U_s (K steps from z0), x^0 = h(z^K), pixel Langevin on U_c (T steps).
   Returns {'z': z^K, 'x0': x^0, 'x': x^T, 'z_traj', 'x_traj', 'energy_latent', 'energy_pixel'}."""
   k_lat, k_pix = jax.random.split(key)
   u_s = lambda z, k: semantic_energy(denoise_fn, decode_h, k, z, chains.sigma_latent)   # eq. 8
-  z, z_traj, e_s = langevin(u_s, k_lat, z0, chains.eta_latent, chains.latent_steps, chains.noise_scale, n_keep)
+  z, aux_s = samplers.energy_langevin(u_s, k_lat, z0, chains.eta_latent, chains.latent_steps,
+                                      noise_scale=chains.noise_scale, n_keep=n_keep)
   x0 = decode_h(z)
   u_c = lambda x, k: texture_energy(denoise_fn, k, x, chains.sigma_pixel)              # eq. 7
-  x, x_traj, e_c = langevin(u_c, k_pix, x0, chains.eta_pixel, chains.pixel_steps, chains.noise_scale, n_keep)
-  return {"z": z, "x0": x0, "x": x, "z_traj": z_traj, "x_traj": x_traj, "energy_latent": e_s,
-          "energy_pixel": e_c}
+  x, aux_c = samplers.energy_langevin(u_c, k_pix, x0, chains.eta_pixel, chains.pixel_steps,
+                                      noise_scale=chains.noise_scale, n_keep=n_keep)
+  return {"z": z, "x0": x0, "x": x, "z_traj": aux_s["trajectory"], "x_traj": aux_c["trajectory"],
+          "energy_latent": aux_s["energy"], "energy_pixel": aux_c["energy"]}
 
 
 def latent_gaussian(encode, key: Array, x: np.ndarray, sigma: float, batch_size: int = 250):
@@ -212,8 +192,8 @@ def contrastive_loss(fns_of, params, key: Array, x_data: Array, z_samples: Array
   energy_reg = alpha > 0 adds alpha [mean U^2(data) + mean U^2(samples)] for each of U_s and U_c (Du &
   Mordatch 2019's energy regulariser; not in the paper). Without it nothing bounds the sample energy: the
   sample term's gradient is -1 per unit of U at every U, and short chains that never reach the data let
-  it grow without limit (u_c_sample 791 -> 8.6e5 on mnist5k, RESULTS.md). With it the sample term's
-  gradient vanishes at U = 1 / (2 alpha)."""
+  it grow without limit (u_c_sample 791 -> 8.6e5 on mnist5k). With it the sample term's gradient vanishes at
+  U = 1 / (2 alpha)."""
   k_code, k_s, k_c = jax.random.split(key, 3)
   sg_phi = {"phi": jax.lax.stop_gradient(params["phi"]), "gamma": params["gamma"]}
   f_sg = fns_of(sg_phi)
@@ -231,261 +211,229 @@ def contrastive_loss(fns_of, params, key: Array, x_data: Array, z_samples: Array
   cd_s = jnp.mean(us_d) - jnp.mean(us_s)
   cd_c = jnp.mean(uc_d) - jnp.mean(uc_s)
   reg = energy_reg * sum(jnp.mean(jnp.square(u)) for u in (us_d, us_s, uc_d, uc_s))
-  aux = {"energy_reg": reg, "cd_semantic": cd_s, "cd_texture": cd_c, "u_s_data": jnp.mean(us_d), "u_s_sample": jnp.mean(us_s),
-         "u_c_data": jnp.mean(uc_d), "u_c_sample": jnp.mean(uc_s)}
+  aux = {"energy_reg": reg, "cd_semantic": cd_s, "cd_texture": cd_c, "u_s_data": jnp.mean(us_d),
+         "u_s_sample": jnp.mean(us_s), "u_c_data": jnp.mean(uc_d), "u_c_sample": jnp.mean(uc_s)}
   return cd_s + cd_c + reg, aux
 
 
 # ====================================================================================== Algorithm 1
-def _tree_finite(tree) -> Array:
-  leaves = jax.tree_util.tree_leaves(tree)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in leaves])) if leaves else jnp.asarray(True)
+NETS = ("phi", "gamma")   # the DAE r_phi = g_beta o f_alpha, and the semantic decoder h_gamma
+SLOTS = ("dae", "cd")     # separate optimizer moments for the DAE / decoder losses and the contrastive terms
 
 
-def init_opt(optimizer, params) -> dict:
-  """One optimizer state per objective and network: {'dae', 'cd'} x {'phi' (the DAE), 'gamma' (h_gamma)}.
+def apply_updates(nets: dict, grads: dict, slot: str) -> dict:
+  """One optimizer update of phi and gamma with the slot's moments.
 
   The DAE/decoder losses and the contrastive terms keep separate Adam moments. With one shared state the
-  contrastive gradients (~20x the DAE's in norm on mnist5k: grad_norm_cd 1.1e5 vs grad_norm 5e3 at step
-  50) fill Adam's second moment and shrink every DAE step by about that factor."""
-  one = lambda: {"phi": optimizer.init(params["phi"]), "gamma": optimizer.init(params["gamma"])}
-  return {"dae": one(), "cd": one()}
+  contrastive gradients (~20x the DAE's in norm on mnist5k: grad_norm_cd 1.1e5 vs grad_norm 5e3 at step 50) fill
+  Adam's second moment and shrink every DAE step by about that factor."""
+  return {**nets, **{k: nets[k].apply_gradients(grads[k], slot=slot) for k in NETS}}
 
 
-def apply_updates(optimizer, grads, params, opt_state):
-  """One optimizer update of each network with its own state: ({'phi', 'gamma'} params, states)."""
-  new_p, new_o = {}, {}
-  for name in ("phi", "gamma"):
-    up, new_o[name] = optimizer.update(grads[name], opt_state[name], params[name])
-    new_p[name] = optax.apply_updates(params[name], up)
-  return new_p, new_o
+def make_step(fns_of, ladder: Array, chains: Chains, dae_steps: int, n_chains: int, latent_dim: int,
+              dae_weight: str = "none", energy_reg: float = 0.0, dae_pretrain: int = 0):
+  """(nets, key, batch [B, H, W, C], t) -> (nets, metrics): iteration t of Algorithm 1, jit-able.
 
+  dae_pretrain = P > 0: the first P iterations (t < P) run only (a), the L DAE / decoder steps; (b) and (c) start
+  at iteration P (their metrics are NaN before it; metrics['algorithm1'] is 1 once they run)."""
+  L, P = int(dae_steps), int(dae_pretrain)
 
-def make_train_step(fns_of, ladder: Array, optimizer, chains: Chains, dae_steps: int, n_chains: int,
-                    latent_dim: int, ema_rate: float, dae_weight: str = "none", energy_reg: float = 0.0,
-                    dae_pretrain: int = 0):
-  """(state, batch [B, H, W, C]) -> (state, metrics): one iteration of Algorithm 1, jit-able.
-
-  dae_pretrain = P > 0: the first P iterations (state['step'] < P) run only (a), the L DAE / decoder steps;
-  (b) and (c) start at iteration P (their metrics are NaN before it; metrics['algorithm1'] is 1 once they run).
-
-  Follows train.default_train_step's guard: if any loss or gradient of the iteration is non-finite
-  (including chains that diverged), params, EMA and both optimizer states stay as they were, the step
-  is counted in n_skipped and metrics['nonfinite'] = 1."""
-  L = int(dae_steps)
-  P = int(dae_pretrain)
-
-  def step_fn(state, batch):
+  def step(nets, key, batch, t):
     chex.assert_rank(batch, 4)
     b = batch.shape[0]
-    rng = jax.random.fold_in(state["key"], state["step"])
-    k_dae, k_z0, k_chain, k_cd = jax.random.split(rng, 4)
-    params0, opt0 = state["params"], state["opt_state"]
+    k_dae, k_z0, k_chain, k_cd = jax.random.split(key, 4)
+    params_of = lambda n: {k: n[k].params for k in NETS}
 
-    # (a) L DAE / decoder steps on the batch split into L minibatches
-    mbs = batch.reshape((L, b // L) + batch.shape[1:])
-
-    def dae_step(carry, inp):
-      params, opt, ok = carry
+    def dae_step(n, inp):  # (a) L DAE / decoder steps on the batch split into L minibatches
       mb, k = inp
       (loss, aux), g = jax.value_and_grad(
-          lambda p: dae_and_decoder_loss(fns_of, p, k, mb, ladder, dae_weight), has_aux=True)(params)
-      params, opt = apply_updates(optimizer, g, params, opt)
-      ok = ok & jnp.isfinite(loss) & _tree_finite(g)
-      return (params, opt, ok), (aux, optax.tree.norm(g))
+          lambda p: dae_and_decoder_loss(fns_of, p, k, mb, ladder, dae_weight), has_aux=True)(params_of(n))
+      return apply_updates(n, g, "dae"), (aux, optax.tree.norm(g))
 
-    (params, opt_dae, ok), (dae_aux, dae_gn) = jax.lax.scan(
-        dae_step, (params0, opt0["dae"], jnp.asarray(True)), (mbs, jax.random.split(k_dae, L)))
+    mbs = batch.reshape((L, b // L) + batch.shape[1:])
+    nets, (dae_aux, dae_gn) = jax.lax.scan(dae_step, nets, (mbs, jax.random.split(k_dae, L)))
 
-    def chains_and_contrast(params):
+    def chains_and_contrast(n):
       # (b) K latent Langevin steps on U_s from z ~ N(0, I), x^0 = h(z^K), T pixel steps on U_c
-      f = fns_of(jax.lax.stop_gradient(params))
+      f = fns_of(jax.lax.stop_gradient(params_of(n)))
       z0 = jax.random.normal(k_z0, (n_chains, latent_dim), batch.dtype)
       ch = two_stage_chain(f.denoise, f.semantic_decode, k_chain, z0, chains)
       z_k, x_t = jax.lax.stop_gradient(ch["z"]), jax.lax.stop_gradient(ch["x"])
-
       # (c) contrastive updates: gamma on U_s(z_data) - U_s(z^K), phi on U_c(x_data) - U_c(x^T)
       (cd, cd_aux), g = jax.value_and_grad(
-          lambda p: contrastive_loss(fns_of, p, k_cd, batch, z_k, x_t, chains, energy_reg),
-          has_aux=True)(params)
-      params, opt_cd = apply_updates(optimizer, g, params, opt0["cd"])  # its own Adam moments (init_opt)
-      ok_cd = jnp.isfinite(cd) & _tree_finite(g)
+          lambda p: contrastive_loss(fns_of, p, k_cd, batch, z_k, x_t, chains, energy_reg), has_aux=True)(params_of(n))
       m = {"grad_norm_cd": optax.tree.norm(g),
            "energy_latent_start": ch["energy_latent"][0] if chains.latent_steps else jnp.asarray(jnp.nan),
            "energy_pixel_start": ch["energy_pixel"][0] if chains.pixel_steps else jnp.asarray(jnp.nan),
            "algorithm1": jnp.asarray(1.0), **cd_aux}
-      return params, opt_cd, ok_cd, m
+      return apply_updates(n, g, "cd"), m
 
     if P > 0:  # DAE / decoder pre-training: (b) and (c) wait until iteration P
-      def skip(params):
-        shapes = jax.eval_shape(chains_and_contrast, params)[3]
+      def skip(n):
+        shapes = jax.eval_shape(chains_and_contrast, n)[1]
         m = jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype), shapes)
-        return params, opt0["cd"], jnp.asarray(True), {**m, "algorithm1": jnp.asarray(0.0)}
-      params, opt_cd, ok_cd, cd_metrics = jax.lax.cond(state["step"] >= P, chains_and_contrast, skip, params)
+        return n, {**m, "algorithm1": jnp.asarray(0.0)}
+      nets, cd_metrics = jax.lax.cond(t >= P, chains_and_contrast, skip, nets)
     else:
-      params, opt_cd, ok_cd, cd_metrics = chains_and_contrast(params)
-    ok = ok & ok_cd
-    opt = {"dae": opt_dae, "cd": opt_cd}
+      nets, cd_metrics = chains_and_contrast(nets)
+    metrics = {"loss": jnp.mean(dae_aux["dae_loss"]), "decoder_loss": jnp.mean(dae_aux["decoder_loss"]),
+               "dae_loss_last": dae_aux["dae_loss"][-1], "grad_norm": jnp.mean(dae_gn), **cd_metrics}
+    return nets, metrics
 
-    new_ema = train.ema_update(state["ema_params"], params, ema_rate, state["step"] + 1)
-    keep = lambda new, old: jax.tree_util.tree_map(lambda a, c: jnp.where(ok, a, c), new, old)
-    new_state = {
-        "step": state["step"] + 1,
-        "params": keep(params, params0),
-        "ema_params": keep(new_ema, state["ema_params"]),
-        "opt_state": keep(opt, opt0),
-        "key": state["key"],
-        "n_skipped": state["n_skipped"] + (~ok).astype(jnp.int32),
-    }
-    metrics = {"loss": jnp.mean(dae_aux["dae_loss"]), "nonfinite": (~ok).astype(jnp.float32),
-               "decoder_loss": jnp.mean(dae_aux["decoder_loss"]), "dae_loss_last": dae_aux["dae_loss"][-1],
-               "grad_norm": jnp.mean(dae_gn), **cd_metrics}
-    return new_state, metrics
-
-  return step_fn
+  return step
 
 
 # ====================================================================================== config
-def ladder_from_config(config) -> Array:
-  """S noise levels, geometric from model.sigma_max to model.sigma_min: NCSN's ladder and its checks."""
-  from dsm_jax.methods.ncsn import ladder_from_config as ncsn_ladder  # noqa: PLC0415
-  return ncsn_ladder(config)
+def chains_of(config, section: str) -> Chains:
+  """The chain of config.<section> ('training' or 'sampling'): its K, T, eta_1, eta_2 and noise scale, with the
+  energies' sigmas (model.sigma_latent, model.sigma_pixel)."""
+  c, m = config[section], config.model
+  return Chains(latent_steps=int(c.latent_steps), pixel_steps=int(c.pixel_steps), eta_latent=float(c.eta_latent),
+                eta_pixel=float(c.eta_pixel), sigma_latent=float(m.sigma_latent), sigma_pixel=float(m.sigma_pixel),
+                noise_scale=float(c.noise_scale))
 
 
-def _chains(config, section: str) -> Chains:
-  """The chain of config[section] ('training' or 'sampling'): its own K and T; eta_1 from training.eta_latent
-  for the training chains when that key is set, else (and always for sampling) from sampling.eta_latent; the
-  other settings from sampling."""
-  s = config.sampling
-  c = config[section]
-  return Chains(latent_steps=int(c.latent_steps), pixel_steps=int(c.pixel_steps),
-                eta_latent=float(c.get("eta_latent", s.eta_latent)), eta_pixel=float(s.eta_pixel),
-                sigma_latent=float(s.sigma_latent), sigma_pixel=float(s.sigma_pixel),
-                noise_scale=float(s.noise_scale))
+def _chain_keys(latent_steps: int, pixel_steps: int) -> dict:
+  return {"latent_steps": latent_steps,  # K latent Langevin steps ...
+          "pixel_steps": pixel_steps,    # ... and T pixel steps
+          "eta_latent": 0.1,             # eta_1
+          "eta_pixel": 0.01,             # eta_2
+          "noise_scale": 1.0}            # x - eta/2 grad U + noise_scale sqrt(eta) w
+
+
+def defaults(method: str) -> dict:
+  return {
+      "model": {**models.defaults("unet_dae"),
+                "sigma_max": 1.0, "sigma_min": 0.01, "num_scales": 128,  # the DAE's S noise levels
+                "dae_weight": "none",     # none: || r - x ||^2 | inv_sigma2: / sigma^2
+                "sigma_latent": 0.1,      # the sigma of U_s and of U_c in the chains and the contrastive terms
+                "sigma_pixel": 0.1},
+      "training": {"dae_steps": 3,        # L
+                   "n_chains": 0,         # chains per iteration; 0: batch_size / L
+                   "energy_reg": 0.0,     # alpha (U_data^2 + U_sample^2) in the contrastive terms
+                   "dae_pretrain": 0,     # P: iterations of step (a) alone first
+                   **_chain_keys(20, 90)},
+      "sampling": {"method": "two_stage", "n_samples": 1000,
+                   "batch_size": 0,       # chains per compiled sampler call; 0: all at once
+                   "n_traj": 8,           # chains in the trajectory strips
+                   "final_denoise": True,  # output r_phi(x^T, sigma_pixel)
+                   "latent_init": "normal",  # normal: z^0 ~ N(0, I) | data_gaussian: the training codes' Gaussian
+                   "latent_fit_n": 2000,  # training images whose codes data_gaussian fits
+                   "pixel_only": True,    # also pixel-only Langevin from noise, K + T steps
+                   **_chain_keys(20, 90)},
+      "eval": {"ood_sigma": 0.05,         # OOD score -U_c(x, ood_sigma)
+               "ood_n_eps": 1,            # noise draws averaged per OOD score
+               "ood_n": 1000, "ood_batch_size": 250,
+               "ood_datasets": ()},       # tfds names of real OOD sets
+  }
 
 
 def validate(config, shape) -> None:
   require(len(shape) == 3, "data.dataset",
           f"debm models images [H, W, C]; {config.data.dataset!r} gives examples of shape {tuple(shape)}")
-  ladder_from_config(config)
+  sigmas.ladder_from_config(config)
   one_of(config, "model.dae_weight", DAE_WEIGHTS)
+  positive(config, "model.sigma_latent")
+  positive(config, "model.sigma_pixel")
   one_of(config, "sampling.method", ("two_stage",))
-  if "latent_init" in config.sampling:
-    one_of(config, "sampling.latent_init", LATENT_INITS)
-    if config.sampling.latent_init == "data_gaussian":
-      positive(config, "sampling.latent_fit_n", integer=True)
-      require(config.sampling.latent_fit_n >= 2, "sampling.latent_fit_n",
-              f"must be >= 2 to fit a Gaussian, got {config.sampling.latent_fit_n}")
+  one_of(config, "sampling.latent_init", LATENT_INITS)
+  positive(config, "sampling.latent_fit_n", integer=True)
+  require(config.sampling.latent_fit_n >= 2, "sampling.latent_fit_n",
+          f"must be >= 2 to fit a Gaussian, got {config.sampling.latent_fit_n}")
   t, s, e = config.training, config.sampling, config.eval
   positive(config, "training.dae_steps", integer=True)
-  positive(config, "training.batch_size", integer=True)
   require(t.batch_size % t.dae_steps == 0, "training.batch_size",
           f"{t.batch_size} is not divisible by training.dae_steps = {t.dae_steps} (the batch is split into "
           "the L DAE minibatches of Algorithm 1)")
   positive(config, "training.n_chains", integer=True, allow_zero=True)
-  if "energy_reg" in t:
-    positive(config, "training.energy_reg", allow_zero=True)
-  if "dae_pretrain" in t:
-    positive(config, "training.dae_pretrain", integer=True, allow_zero=True)
+  positive(config, "training.energy_reg", allow_zero=True)
+  positive(config, "training.dae_pretrain", integer=True, allow_zero=True)
   for sec in ("training", "sampling"):
     positive(config, f"{sec}.latent_steps", integer=True, allow_zero=True)
     positive(config, f"{sec}.pixel_steps", integer=True, allow_zero=True)
+    positive(config, f"{sec}.eta_latent")
+    positive(config, f"{sec}.eta_pixel")
+    positive(config, f"{sec}.noise_scale", allow_zero=True)
   require(s.latent_steps + s.pixel_steps > 0, "sampling.pixel_steps",
           "sampling.latent_steps + sampling.pixel_steps must be > 0")
-  one_of(config, "training.schedule", ("constant",))  # L + 1 optimizer updates per step (see README)
-  positive(config, "training.warmup", integer=True, allow_zero=True)
-  require(t.warmup == 0, "training.warmup",
-          f"must be 0 for debm (each step makes training.dae_steps + 1 optimizer updates), got {t.warmup}")
-  for k in ("eta_latent", "eta_pixel", "sigma_latent", "sigma_pixel"):
-    positive(config, f"sampling.{k}")
-  if "eta_latent" in t:
-    positive(config, "training.eta_latent")
-  positive(config, "sampling.noise_scale", allow_zero=True)
   positive(config, "sampling.n_samples", integer=True)
   positive(config, "sampling.batch_size", integer=True, allow_zero=True)
   positive(config, "sampling.n_traj", integer=True)
   for k in ("final_denoise", "pixel_only"):
-    require(isinstance(get(config, f"sampling.{k}"), bool), f"sampling.{k}",
-            f"must be True or False, got {s[k]!r}")
+    require(isinstance(s[k], bool), f"sampling.{k}", f"must be True or False, got {s[k]!r}")
   positive(config, "eval.ood_sigma")
   positive(config, "eval.ood_n", integer=True)
   positive(config, "eval.ood_n_eps", integer=True)
   positive(config, "eval.ood_batch_size", integer=True)
-  names = get(config, "eval.ood_datasets")
+  names = e.ood_datasets
   require(isinstance(names, (tuple, list)) and all(isinstance(n, str) for n in names), "eval.ood_datasets",
           f"must be a tuple of tfds names, e.g. ('svhn_cropped',), got {names!r}")
 
 
 # ====================================================================================== the method
+@register("debm", defaults=defaults)
 def build(config, dataset) -> Method:
   shape = tuple(int(d) for d in dataset.shape)
   validate(config, shape)
-  ladder = ladder_from_config(config)
-  net = get_model(config.model, shape)
+  ladder = sigmas.ladder_from_config(config)
+  net = models.build(config.model, shape)
   fns_of = functools.partial(unet_dae.functions, net)
   latent_dim = int(config.model.latent_dim)
   t, s_cfg, e_cfg = config.training, config.sampling, config.eval
-  train_chains, sample_chains = _chains(config, "training"), _chains(config, "sampling")
+  train_chains, sample_chains = chains_of(config, "training"), chains_of(config, "sampling")
   n_chains = int(t.n_chains) or t.batch_size // t.dae_steps
-  n_batch = int(s_cfg.batch_size) or int(s_cfg.n_samples)
   n_keep = int(s_cfg.n_traj)
   lo, hi = (-1.0, 1.0) if getattr(dataset, "scale", "01") == "-11" else (0.0, 1.0)
 
-  def init_params(key):
+  def init(key):
     return unet_dae.split(net.init(key, jnp.zeros((1,) + shape), jnp.ones((1,))))
 
-  def train_step(optimizer):
-    return make_train_step(fns_of, ladder, optimizer, train_chains, t.dae_steps, n_chains, latent_dim,
-                           t.ema_rate, config.model.dae_weight, float(t.get("energy_reg", 0.0)),
-                           int(t.get("dae_pretrain", 0)))
+  step = make_step(fns_of, ladder, train_chains, t.dae_steps, n_chains, latent_dim, config.model.dae_weight,
+                   float(t.energy_reg), int(t.dae_pretrain))
 
   # ---------------------------------------------------------------- sampling
-  latent_init = s_cfg.get("latent_init", "normal")
-
-  def _draw(params, key, n, base=None):
+  def draw(params, key, n, base):
     f = fns_of(params)
-    den, dec_h = f.denoise, f.semantic_decode
     k_z, k_2s, k_x, k_po = jax.random.split(key, 4)
     keep = min(n_keep, n)
-    z0 = samplers.shard_chains(draw_latents(k_z, n, latent_dim, base))  # chains split over the local devices
-    ch = two_stage_chain(den, dec_h, k_2s, z0, sample_chains, keep)
+    z0 = sampling.start(draw_latents(k_z, n, latent_dim, base))
+    ch = two_stage_chain(f.denoise, f.semantic_decode, k_2s, z0, sample_chains, keep)
     out = {"x": ch["x"], "semantic": ch["x0"], "z_traj": ch["z_traj"], "x_traj": ch["x_traj"]}
     if s_cfg.pixel_only:  # the same number of DAE evaluations: K + T pixel steps from noise
-      x0 = samplers.shard_chains(jax.random.uniform(k_x, (n,) + shape, minval=lo, maxval=hi))
-      u_c = lambda x, k: texture_energy(den, k, x, sample_chains.sigma_pixel)
-      n_po = sample_chains.latent_steps + sample_chains.pixel_steps
-      out["pixel_only"], out["po_traj"], _ = langevin(u_c, k_po, x0, sample_chains.eta_pixel, n_po,
-                                                       sample_chains.noise_scale, keep)
+      x0 = sampling.start(jax.random.uniform(k_x, (n,) + shape, minval=lo, maxval=hi))
+      u_c = lambda x, k: texture_energy(f.denoise, k, x, sample_chains.sigma_pixel)
+      out["pixel_only"], aux = samplers.energy_langevin(u_c, k_po, x0, sample_chains.eta_pixel,
+                                                        sample_chains.latent_steps + sample_chains.pixel_steps,
+                                                        noise_scale=sample_chains.noise_scale, n_keep=keep)
+      out["po_traj"] = aux["trajectory"]
     if s_cfg.final_denoise:  # r_phi(x^T, sigma_pixel): the DAE's posterior mean
       sig = jnp.full((n,), sample_chains.sigma_pixel)
       for k in ("x", "pixel_only"):
         if k in out:
           out[k + "_last"] = out[k]
-          out[k] = den(out[k], sig)
+          out[k] = f.denoise(out[k], sig)
     return out
 
-  draw = jax.jit(_draw, static_argnums=(2,))
+  draw_normal = sampling.compile_draw(lambda p, key, n: draw(p, key, n, None))
+  draw_fitted = sampling.compile_draw(lambda p, key, n: draw(p["params"], key, n, p["base"]))
   decode_h = jax.jit(lambda p, z: fns_of(p).semantic_decode(z))
+  encode = jax.jit(lambda p, x, sig: fns_of(p).encode(x, sig))
 
   def _columns(n_total: int, n_cols: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_total, min(n_cols, n_total + 1)).round().astype(int))
 
-  encode = jax.jit(lambda p, x, sig: fns_of(p).encode(x, sig))
-
   def sample(params, key):
-    base = None
-    if latent_init == "data_gaussian":  # z^0 from the Gaussian of the training codes (a key apart from the chains')
+    traj = ("z_traj", "x_traj", "po_traj")
+    if s_cfg.latent_init == "data_gaussian":  # z^0 from the Gaussian of the training codes (a key apart from the chains')
       x_fit = np.asarray(dataset.train_images()[:int(s_cfg.latent_fit_n)], np.float32)
       base = latent_gaussian(lambda x, sig: encode(params, x, sig), jax.random.fold_in(key, _LATENT_FIT_TAG),
                              x_fit, sample_chains.sigma_latent)
-    outs = []
-    for i, start in enumerate(range(0, s_cfg.n_samples, n_batch)):
-      n = min(n_batch, s_cfg.n_samples - start)
-      outs.append(jax.device_get(draw(params, jax.random.fold_in(key, i), n, base)))
-    first = outs[0]
-    res = {k: np.concatenate([o[k] for o in outs]) for k in ("x", "semantic", "pixel_only") if k in first}
+      first = sampling.sample_in_batches(draw_fitted, {"params": params, "base": base}, key, s_cfg.n_samples,
+                                         s_cfg.batch_size, first_only=traj)
+    else:
+      first = sampling.sample_in_batches(draw_normal, params, key, s_cfg.n_samples, s_cfg.batch_size, first_only=traj)
     to_unit = lambda a: np.asarray(dataset.to_unit(np.asarray(a)), np.float32)
-    res = {k: to_unit(v) for k, v in res.items()}
+    res = {k: to_unit(first[k]) for k in ("x", "semantic", "pixel_only") if k in first}
     # Fig. 5 strips: h(z) along the latent chain, then x along the pixel chain, then the output
     zc = _columns(sample_chains.latent_steps, 4)
     lat = [np.asarray(decode_h(params, first["z_traj"][j])) for j in zc]
@@ -503,19 +451,14 @@ def build(config, dataset) -> Method:
     return res
 
   # ---------------------------------------------------------------- evaluation
-  ood_energy = jax.jit(lambda p, k, x: mean_texture_energy(fns_of(p).denoise, k, x,
-                                                           float(e_cfg.ood_sigma), int(e_cfg.ood_n_eps)))
+  ood_energy = jax.jit(lambda p, k, x: mean_texture_energy(fns_of(p).denoise, k, x, float(e_cfg.ood_sigma),
+                                                           int(e_cfg.ood_n_eps)))
 
   def evaluate(params, key, samples):
-    from dsm_jax import ood
-    from dsm_jax.methods.ncsn import evaluate_images
-    out = dict(evaluate_images(config, dataset, samples["x"]))  # two-stage: the main set
+    out = dict(image_eval.evaluate(config, dataset, samples["x"]))  # two-stage: the main set
     for name in ("pixel_only", "semantic"):
       if name in samples:
-        other = evaluate_images(config, dataset, samples[name])
-        for k in ("fid_feat", "kid_feat", "nn_dist_mean", "n_nonfinite_eval", "fid_inception", "class_confident_frac",
-                  "class_tv"):
-          out[f"{name}_{k}"] = other.get(k)
+        out.update(image_eval.evaluate_set(config, dataset, samples[name], name))
     k_eps, k_sets = jax.random.split(key)
     score = lambda x: -np.asarray(ood_energy(params, k_eps, jnp.asarray(x)))  # higher = in-distribution
     out.update(ood.ood_eval(score, dataset, k_sets, n=int(e_cfg.ood_n), tfds_names=tuple(e_cfg.ood_datasets),
@@ -533,5 +476,6 @@ def build(config, dataset) -> Method:
         paths.append(viz.trajectory_strip(os.path.join(sample_dir, f"{name}.png"), samples[name], n_keep))
     return paths
 
-  return Method(name="debm", init_params=init_params, train_step=train_step,
-                init_opt=init_opt, sample=sample, evaluate=evaluate, plot=plot)
+  updates = float(t.dae_steps + 1)  # L DAE updates and one contrastive update of each network per iteration
+  return Method(name="debm", init=init, step=step, networks={"phi": updates, "gamma": updates},
+                slots={"phi": SLOTS, "gamma": SLOTS}, sample=sample, evaluate=evaluate, plot=plot)

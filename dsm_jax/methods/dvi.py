@@ -26,24 +26,23 @@ The blog numbers no equations; the steps are numbered here (D1)-(D5) and cited i
 Methods: 'dvi' (Bayesian logistic regression with 2-D weights, data 'logreg2d'; reference posterior on a
 fine grid, checked by a MALA chain) and 'dvi_amortised' (linear-Gaussian y = A w + noise, data
 'linear_gaussian', exact posterior). One train step = model.f_steps denoiser updates on fresh G samples,
-then one generator update with the new denoiser; separate Adam states (init_opt).
+then one generator update with the new denoiser; each network has its own optimizer (G's learning rate:
+training.nets.G.lr).
 """
 from __future__ import annotations
 
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from scipy.signal import fftconvolve
 
-from dsm_jax import samplers, viz
-from dsm_jax.methods import multinet
-from dsm_jax.methods.base import Method
-from dsm_jax.models import get_model
-from dsm_jax.models.mlp import ACTIVATIONS
-from dsm_jax.validation import ConfigError, positive, require
+from dsm_jax import models, samplers, sampling, viz
+from dsm_jax.eval.toy import grid_kl
+from dsm_jax.methods.base import Method, register
+from dsm_jax.train.state import net_optimizer, tree_where
+from dsm_jax.validation import one_of, positive, require
 
 Array = jax.Array
 
@@ -60,7 +59,7 @@ def denoiser_loss(denoise, key, w: Array, sigma_n: float, antithetic: bool = Tru
   antithetic: average the loss over eps and -eps. The minimiser is unchanged (eps is symmetric), but the
   O(1/sigma_n) noise of the score target cancels to first order in the parameter gradient: on the
   linear-Gaussian model, 4000 steps, sigma_n = 0.1, the relative squared score error of F fell from 0.019
-  to 0.0024 (see docs/RESULTS.md)."""
+  to 0.0024 (docs/log/)."""
   chex.assert_rank(w, 2)
   eps = jax.random.normal(key, w.shape, w.dtype)
   sq = lambda e: jnp.sum((denoise(w + sigma_n * e) - w) ** 2, axis=-1)
@@ -94,6 +93,23 @@ def grad_log(fn, w: Array, *args) -> Array:
 
 
 # ------------------------------------------------------------------------------------ config
+def defaults(method: str) -> dict:
+  amortised = method == "dvi_amortised"
+  data = ({"obs_dim": 3, "prior_std": 1.0, "noise_std": 1.0} if amortised
+          else {"n_points": 10, "w_true": (3.0, 1.0), "prior_std": 2.0})
+  model = {"latent_dim": 4,          # z ~ N(0, I_latent)
+           "sigma_n": 0.1,           # the denoiser's noise (D3)
+           "f_steps": 3,             # denoiser steps per generator step
+           "f_warmup": 200,          # the first steps train only the denoiser
+           "antithetic": True,       # (D3) loss averaged over eps and -eps
+           "generator": models.defaults("generator_mlp"),
+           "denoiser": models.defaults("denoiser_mlp")}
+  model.update({"z_per_y": 4} if amortised else {"n_particles": 512})
+  ev = {"n_eval_y": 100} if amortised else {"grid_n": 512, "mala_chains": 2000, "mala_steps": 1000}
+  return {"data": data, "model": model, "sampling": {"n_samples": 20000}, "eval": ev,
+          "training": {"nets": {"G": net_optimizer(lr=2e-4), "F": net_optimizer()}}}
+
+
 def validate(config, dataset) -> None:
   m = config.model
   amortised = config.method == "dvi_amortised"
@@ -102,18 +118,11 @@ def validate(config, dataset) -> None:
           f"method {config.method!r} runs on the {want!r} model, got {config.data.dataset!r}")
   positive(config, "model.sigma_n")
   positive(config, "model.latent_dim", integer=True)
-  positive(config, "model.g_lr")
   positive(config, "model.f_steps", integer=True)
   positive(config, "model.f_warmup", integer=True, allow_zero=True)
-  for sub, name in (("generator", "generator_mlp"), ("denoiser", "denoiser_mlp")):
-    require(sub in m, f"model.{sub}", "missing: a section with name, hidden, act")
-    require(m[sub].get("name", None) == name, f"model.{sub}.name", f"must be {name!r}, got {m[sub].get('name')!r}")
-    h = m[sub].get("hidden", None)
-    require(isinstance(h, (tuple, list)) and len(h) > 0 and all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in h), f"model.{sub}.hidden",
-        f"must be a non-empty tuple of positive layer widths, got {h!r}")
-    require(m[sub].get("act", None) in ACTIVATIONS, f"model.{sub}.act",
-            f"unknown activation {m[sub].get('act')!r}; choose from {sorted(ACTIVATIONS)}")
+  require(isinstance(m.antithetic, bool), "model.antithetic", f"must be True or False, got {m.antithetic!r}")
+  one_of(config, "model.generator.name", ("generator_mlp",))
+  one_of(config, "model.denoiser.name", ("denoiser_mlp",))
   positive(config, "sampling.n_samples", integer=True)
   if amortised:
     positive(config, "eval.n_eval_y", integer=True)
@@ -130,25 +139,23 @@ def validate(config, dataset) -> None:
 
 
 # ------------------------------------------------------------------------------------ the method
+@register("dvi", "dvi_amortised", defaults=defaults)
 def build(config, dataset) -> Method:
   validate(config, dataset)
   m, s_cfg = config.model, config.sampling
   amortised = config.method == "dvi_amortised"
   w_dim, latent, sigma_n = dataset.w_dim, int(m.latent_dim), float(m.sigma_n)
   cond_dim = dataset.obs_dim if amortised else 0
-  g_net = get_model(m.generator, (w_dim,))
-  f_cfg = ml_collections.ConfigDict(m.denoiser.to_dict())
-  f_cfg.sigma = sigma_n
-  f_net = get_model(f_cfg, (w_dim,))
-  lr_scale_g = float(m.g_lr) / float(config.training.lr)
-  antithetic = bool(m.get("antithetic", True))
+  g_net = models.build(m.generator, (w_dim,), "model.generator")
+  f_net = models.build(m.denoiser, (w_dim,), "model.denoiser", sigma=sigma_n)
+  f_steps = int(m.f_steps)
 
-  def init_params(key):
+  def init(key):
     kg, kf = jax.random.split(key)
     c0 = jnp.zeros((1, cond_dim)) if amortised else None
     return {"G": g_net.init(kg, jnp.zeros((1, latent)), c0), "F": f_net.init(kf, jnp.zeros((1, w_dim)), c0)}
 
-  def draw_w(p_g, key, n, cond=None):
+  def draw_w(p_g, key, n, cond=None):                                           # (D1)
     return g_net.apply(p_g, jax.random.normal(key, (n, latent)), cond)
 
   def score_q(p_f, w, cond=None):  # (D3): (F(w) - w) / sigma_n^2, read off the network without cancellation
@@ -161,62 +168,47 @@ def build(config, dataset) -> Method:
             "prior": grad_log(dataset.log_prior, w),
             "likelihood": grad_log(dataset.log_likelihood, w, batch)}
 
-  def train_step(optimizer):
-    ema_rate = float(config.training.ema_rate)
+  def step(nets, key, batch, t):
+    k_f, k_g = jax.random.split(key)
+    if amortised:  # z_per_y draws of w for every observation y in the batch (D5)
+      batch = jnp.repeat(batch, int(m.z_per_y), axis=0)
+    cond = batch if amortised else None
+    n = batch.shape[0] if amortised else int(m.n_particles)
+    G = nets["G"]
 
-    def step_fn(state, batch):
-      rng = jax.random.fold_in(state["key"], state["step"])
-      k_f, k_g = jax.random.split(rng)
-      params, opt = state["params"], state["opt_state"]
-      if amortised:  # z_per_y draws of w for every observation y in the batch (D5)
-        batch = jnp.repeat(batch, int(m.z_per_y), axis=0)
-      cond = batch if amortised else None
-      n = batch.shape[0] if amortised else int(m.n_particles)
+    def f_update(i, carry):  # (D3) the denoiser: f_steps optimizer steps on w + sigma_n eps, w ~ q held fixed
+      F, loss_sum = carry
+      kz, ke = jax.random.split(jax.random.fold_in(k_f, i))
+      w = jax.lax.stop_gradient(draw_w(G.params, kz, n, cond))
+      loss, grads = jax.value_and_grad(
+          lambda p: denoiser_loss(lambda v: f_net.apply(p, v, cond), ke, w, sigma_n, m.antithetic))(F.params)
+      return F.apply_gradients(grads), loss_sum + loss
 
-      # (D3) the denoiser: f_steps Adam steps on w + sigma_n eps, w ~ q held fixed
-      def f_update(i, carry):
-        p_f, o_f, ok, loss_sum = carry
-        kz, ke = jax.random.split(jax.random.fold_in(k_f, i))
-        w = jax.lax.stop_gradient(draw_w(params["G"], kz, n, cond))
-        loss_fn = lambda p: denoiser_loss(lambda v: f_net.apply(p, v, cond), ke, w, sigma_n, antithetic)
-        loss, grads = jax.value_and_grad(loss_fn)(p_f)
-        ok_i = jnp.isfinite(loss) & multinet.tree_all_finite(grads)
-        new_p, new_o = multinet.optimizer_step(optimizer, grads, o_f, p_f)
-        return (multinet.keep_if(ok_i, new_p, p_f), multinet.keep_if(ok_i, new_o, o_f), ok & ok_i, loss_sum + loss)
+    F, loss_f = jax.lax.fori_loop(0, f_steps, f_update, (nets["F"], jnp.asarray(0.0)))
+    loss_f = loss_f / f_steps
 
-      p_f, o_f, ok_f, loss_f = jax.lax.fori_loop(
-          0, int(m.f_steps), f_update, (params["F"], opt["F"], jnp.asarray(True), jnp.asarray(0.0)))
-      loss_f = loss_f / int(m.f_steps)
+    z = jax.random.normal(k_g, (n, latent))                                     # (D4), with the new denoiser
 
-      # (D4) the generator, with the denoiser just updated
-      z = jax.random.normal(k_g, (n, latent))
+    def cot(w):
+      c = components(F.params, w, batch)
+      return generator_cotangent(-c["entropy"], c["prior"], c["likelihood"])
 
-      def cot(w):
-        c = components(p_f, w, batch)
-        return generator_cotangent(-c["entropy"], c["prior"], c["likelihood"])
-
-      grads_g, w, g = generator_grad(lambda p: g_net.apply(p, z, cond), params["G"], cot)
-      ok_g = multinet.tree_all_finite(grads_g) & jnp.all(jnp.isfinite(g))
-      new_g, new_og = multinet.optimizer_step(optimizer, grads_g, opt["G"], params["G"], lr_scale_g)
-      active = state["step"] >= int(m.f_warmup)  # the first f_warmup steps train F alone
-      new_g = multinet.keep_if(active, new_g, params["G"])
-      new_og = multinet.keep_if(active, new_og, opt["G"])
-
-      c = components(p_f, w, batch)
-      metrics = {"loss": loss_f, "loss_f": loss_f, "grad_norm": optax.tree.norm(grads_g),
-                 "neg_log_joint": -jnp.mean(dataset.log_joint(w, batch)),  # the cross-entropy part of the KL
-                 "entropy_score_norm": jnp.mean(jnp.linalg.norm(c["entropy"], axis=-1)),
-                 "cotangent_norm": jnp.mean(jnp.linalg.norm(g, axis=-1))}
-      return multinet.finish_step(state, {"G": new_g, "F": p_f}, {"G": new_og, "F": o_f}, ok_f & ok_g,
-                                  ema_rate, metrics)
-
-    return step_fn
+    grads_g, w, g = generator_grad(lambda p: g_net.apply(p, z, cond), G.params, cot)
+    G = tree_where(t >= int(m.f_warmup), G.apply_gradients(grads_g), G)  # the first f_warmup steps train F alone
+    c = components(F.params, w, batch)
+    metrics = {"loss": loss_f, "loss_f": loss_f, "grad_norm": optax.tree.norm(grads_g),
+               "neg_log_joint": -jnp.mean(dataset.log_joint(w, batch)),  # the cross-entropy part of the KL
+               "entropy_score_norm": jnp.mean(jnp.linalg.norm(c["entropy"], axis=-1)),
+               "cotangent_norm": jnp.mean(jnp.linalg.norm(g, axis=-1))}
+    return {**nets, "G": G, "F": F}, metrics
 
   # ---------------------------------------------------------------------------------- sampling
   n_samples = int(s_cfg.n_samples)
 
   def held_out_y(key):
     return dataset.sample(jax.random.fold_in(key, 0x0E7A1), int(config.eval.n_eval_y))
+
+  draw = sampling.compile_draw(lambda p, key, n: {"x": draw_w(p["G"], key, n)})
 
   @jax.jit
   def _draw_amortised(p_g, key, ys):
@@ -228,7 +220,7 @@ def build(config, dataset) -> Method:
       # held-out y: a fixed draw from p(y) (its own key, independent of the training data keys)
       ys = held_out_y(jax.random.PRNGKey(config.seed))
       return {"x": np.asarray(_draw_amortised(params["G"], key, ys)), "y": np.asarray(ys)}
-    return {"x": np.asarray(jax.jit(draw_w, static_argnums=2)(params["G"], key, n_samples))}
+    return sampling.sample_in_batches(draw, params, key, n_samples)
 
   # ---------------------------------------------------------------------------------- evaluation
   cache = {}
@@ -288,8 +280,8 @@ def build(config, dataset) -> Method:
                                    ref["log_density"], "the three parts of the generator's gradient at q's samples"))
     return paths
 
-  return Method(name=config.method, init_params=init_params, train_step=train_step,
-                init_opt=multinet.init_opt(("G", "F")), sample=sample, evaluate=evaluate, plot=plot)
+  return Method(name=config.method, init=init, step=step, networks={"G": 1, "F": f_steps}, sample=sample,
+                evaluate=evaluate, plot=plot)
 
 
 # ------------------------------------------------------------------------------------ evaluation helpers
@@ -319,13 +311,6 @@ def kde_on_grid(x: np.ndarray, g1: np.ndarray, g2: np.ndarray) -> tuple[np.ndarr
   dens = np.maximum(fftconvolve(hist, kern / kern.sum(), mode="same"), 0.0)
   dens = dens / (dens.sum() * d1 * d2)
   return np.log(np.maximum(dens, 1e-300)), float(outside)
-
-
-def grid_kl(log_q: np.ndarray, log_p: np.ndarray, cell_area: float) -> float:
-  """KL[q || p] = sum_cells q (log q - log p) dA for two densities normalised on the same grid."""
-  q = np.exp(log_q)
-  mask = q * cell_area > 1e-12
-  return float(np.sum(q[mask] * (log_q[mask] - log_p[mask])) * cell_area)
 
 
 def sample_grid(ref: dict, key, n: int) -> np.ndarray:

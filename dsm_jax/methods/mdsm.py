@@ -11,8 +11,10 @@ Images (Sec. 5): the ResNet energy (models/energy_resnet.py), sigmas spread over
 reference code does ('batch_linear' for CIFAR-10, 'batch_geometric' for Fashion-MNIST), chains started
 at x_0 = 0.5 + N(0, I) and run through the reference schedule (T = 100 for 500 steps, 2000 steps down to
 T = 1, 200 steps to 0) in batches of sampling.batch_size; samples.npz holds x in [0, 1] NHWC, with an
-image grid and a trajectory strip. Evaluation: the image pipeline's feature FID/KID (the same route as
-NCSN) and the energy as an out-of-distribution score (dsm_jax.ood, score -E(x)).
+image grid and a trajectory strip. Evaluation: the shared image metrics and the energy as an
+out-of-distribution score (dsm_jax/eval/ood.py, score -E(x)); on toys, the score error against the smoothed
+density and against the loss's own minimiser (`optimal_score`).
+
 model.base_energy = 'gaussian' (not in the paper) makes E = E_G + network, with E_G the quadratic energy of the
 training data's Gaussian fit that minimises eq. 10 for Gaussian data (dsm_jax/gaussian_base.py); the network
 learns only the non-Gaussian part, as NCSN's base_score does for scores.
@@ -24,16 +26,39 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsm_jax import evaluation, fields, gaussian_base, losses, metrics, ood, samplers, sigmas, viz
-from dsm_jax.methods.base import Method
-from dsm_jax.methods.score_matching import temperatures_from_config, validate_temperatures
-from dsm_jax.models import get_model
-from dsm_jax.validation import ConfigError, get, interval, one_of, positive, require
+from dsm_jax import fields, gaussian_base, losses, models, samplers, sampling, sigmas, viz
+from dsm_jax.data.images import IMAGE_DATASETS
+from dsm_jax.eval import images as image_eval
+from dsm_jax.eval import metrics, ood
+from dsm_jax.eval import toy as toy_eval
+from dsm_jax.methods.base import Method, loss_step, register
+from dsm_jax.validation import ConfigError, interval, one_of, positive, require
 
 SIGMA_DISTS = ("uniform", "log_uniform", "batch_linear", "batch_geometric")
 BASE_ENERGIES = ("none", "gaussian")
 INITS = ("uniform", "gaussian")
 TRAJ_FRAMES = 12  # at most this many stages in the trajectory strip (plus the denoised end)
+
+
+def defaults(method: str) -> dict:
+  return {
+      "model": {**models.defaults("energy_mlp"),
+                "sigma0": 0.1,             # the fixed sigma_0 of eq. 10
+                "sigma_min": 0.05,         # per-example sigma over [sigma_min, sigma_max] ...
+                "sigma_max": 1.2,
+                "sigma_dist": "uniform",   # ... uniform | log_uniform | batch_linear | batch_geometric
+                "weight_power": 2.0,       # l(sigma) = sigma^-weight_power (eq. 10: 2)
+                "base_energy": "none"},    # none | gaussian: E = E_G + network
+      "sampling": {"method": "tempered_langevin", "n_samples": 1000,
+                   "batch_size": 0,        # chains per compiled sampler call; 0: all at once
+                   "eps": 0.02, "t_start": 100.0, "n_flat": 500, "n_decay": 2000, "n_cool": 200,
+                   "decay": "geometric", "t_end": 0.0,
+                   "init": "uniform",      # uniform over init_range | gaussian: init_mean + init_std N(0, I)
+                   "init_range": (0.0, 1.0), "init_mean": 0.5, "init_std": 1.0,
+                   "final_denoise": True},  # x - sigma0^2 grad E(x) at the end (Sec. 4.2)
+      "eval": {"ood_n": 1000,              # in-distribution test images (and as many of each OOD set)
+               "ood_datasets": ()},        # tfds names of real OOD sets (reported as not computed when absent)
+  }
 
 
 def validate(config) -> None:
@@ -45,43 +70,31 @@ def validate(config) -> None:
   require(m.sigma_max > m.sigma_min, "model.sigma_max",
           f"must exceed model.sigma_min ({m.sigma_min}), got {m.sigma_max}")
   one_of(config, "model.sigma_dist", SIGMA_DISTS)
-  if "base_energy" in m:
-    one_of(config, "model.base_energy", BASE_ENERGIES)
-  if config.sampling.get("conv_impl", ""):  # '' = model.conv_impl
-    from dsm_jax.models.energy_resnet import CONV_IMPLS  # noqa: PLC0415
-    one_of(config, "sampling.conv_impl", CONV_IMPLS)
+  one_of(config, "model.base_energy", BASE_ENERGIES)
   one_of(config, "sampling.method", ("tempered_langevin",))
   positive(config, "sampling.n_samples", integer=True)
-  if "batch_size" in config.sampling:
-    positive(config, "sampling.batch_size", integer=True, allow_zero=True)
+  positive(config, "sampling.batch_size", integer=True, allow_zero=True)
   positive(config, "sampling.eps")
-  validate_temperatures(config)
+  sigmas.temperatures_from_config(config)
+  one_of(config, "sampling.init", INITS)
   s = config.sampling
-  if s.get("init", "uniform") == "gaussian":  # x_0 = init_mean + init_std N(0, I) (reference: 0.5 + N(0, I))
-    v = get(config, "sampling.init_mean")
-    require(isinstance(v, (int, float)) and not isinstance(v, bool), "sampling.init_mean",
-            f"must be a number, got {v!r}")
-    positive(config, "sampling.init_std")
-  else:
-    if "init" in s:
-      one_of(config, "sampling.init", INITS)
-    interval(config, "sampling.init_range")
-  e = config.eval
-  if "ood_n" in e:
-    positive(config, "eval.ood_n", integer=True)
-  if "ood_datasets" in e:
-    from dsm_jax.data.images import IMAGE_DATASETS  # noqa: PLC0415
-    names = e.ood_datasets
-    if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
-      raise ConfigError("eval.ood_datasets", f"must be a tuple of tfds names, e.g. ('mnist',); got {names!r}")
-    for n in names:
-      require(n in IMAGE_DATASETS, "eval.ood_datasets", f"unknown dataset {n!r}; choose from {list(IMAGE_DATASETS)}")
+  require(isinstance(s.init_mean, (int, float)) and not isinstance(s.init_mean, bool), "sampling.init_mean",
+          f"must be a number, got {s.init_mean!r}")
+  positive(config, "sampling.init_std")
+  interval(config, "sampling.init_range")
+  require(isinstance(s.final_denoise, bool), "sampling.final_denoise", f"must be True or False, got {s.final_denoise!r}")
+  positive(config, "eval.ood_n", integer=True)
+  names = config.eval.ood_datasets
+  if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+    raise ConfigError("eval.ood_datasets", f"must be a tuple of tfds names, e.g. ('mnist',); got {names!r}")
+  for n in names:
+    require(n in IMAGE_DATASETS, "eval.ood_datasets", f"unknown dataset {n!r}; choose from {list(IMAGE_DATASETS)}")
 
 
+# ------------------------------------------------------------------------------------ the noise levels (Sec. 4)
 def draw_sigmas(key, n: int, m) -> jnp.ndarray:
-  """One sigma per example (Sec. 4): drawn (uniform / log_uniform) or spread over the batch as the reference
-  code does (batch_linear: its 'lin'; batch_geometric: its 'exp'). Under sharding the spread is over the
-  global batch."""
+  """One sigma per example: drawn (uniform / log_uniform) or spread over the batch as the reference code does
+  (batch_linear: its 'lin'; batch_geometric: its 'exp'). Under sharding the spread is over the global batch."""
   if m.sigma_dist == "uniform":
     return sigmas.uniform(key, (n,), m.sigma_min, m.sigma_max)
   if m.sigma_dist == "log_uniform":
@@ -102,10 +115,11 @@ def sigma_levels(m, batch_size: int) -> np.ndarray:
   return m.sigma_min * (m.sigma_max / m.sigma_min) ** q
 
 
+# ------------------------------------------------------------------------------------ the sampler (Sec. 4.2)
 def initial_state(key, n: int, shape, s_cfg) -> jnp.ndarray:
   """Chain starts [n, *shape]: 'gaussian' init_mean + init_std N(0, I) (reference: 0.5 + N(0, I)), or
   'uniform' over init_range."""
-  if s_cfg.get("init", "uniform") == "gaussian":
+  if s_cfg.init == "gaussian":
     return s_cfg.init_mean + s_cfg.init_std * jax.random.normal(key, (n,) + tuple(shape))
   lo, hi = s_cfg.init_range
   return jax.random.uniform(key, (n,) + tuple(shape), minval=lo, maxval=hi)
@@ -116,57 +130,63 @@ def trajectory_thin(n_steps: int, max_frames: int = TRAJ_FRAMES) -> int:
   return next(d for d in range(1, n_steps + 1) if n_steps % d == 0 and n_steps // d <= max_frames)
 
 
-def sampler_model_config(config):
-  """config.model as the sampler builds it: conv_impl from sampling.conv_impl ('' = model.conv_impl). The same
-  network and parameters; only the convolutions' compute differs (models/energy_resnet.py)."""
-  m = config.model.copy_and_resolve_references()
-  with m.unlocked():  # the command line locks the config; this copy gains the sampler's key
-    m.conv_impl = config.sampling.get("conv_impl", "") or m.get("conv_impl", "xla")
-  return m
+# ------------------------------------------------------------------------------------ the loss's own optimum
+def optimal_score(dataset, x: jax.Array, sigma0: float, sigma_min: float, sigma_max: float,
+                  sigma_dist: str = "uniform", weight_power: float = 2.0, n_grid: int = 64) -> jax.Array:
+  """-grad E* for the minimiser E* of eq. 10 on a toy with a closed-form density.
+
+  Per noise level the loss || (x - x~)/sigma0^2 + g ||^2 sigma^-p is minimised at
+  g = -sigma^2 s_sigma(x~) / sigma0^2 (Tweedie), so pooling the levels at a point x~,
+      -grad E*(x~) = sum_sigma q(sigma) p_sigma(x~) sigma^(2-p) s_sigma(x~) / (sigma0^2 sum_sigma q(sigma) p_sigma(x~) sigma^-p),
+  with q the sigma distribution (quadrature on n_grid levels). Equals s_sigma0 only when every sigma is sigma0:
+  MDSM's energy is a noise-pooled, rescaled score, not the score of one smoothed density."""
+  # equal probability mass per grid point: linear grid for (batch-)linear sigmas, geometric for log-spaced ones
+  log_spaced = sigma_dist in ("log_uniform", "batch_geometric")
+  grid = np.geomspace(sigma_min, sigma_max, n_grid) if log_spaced else np.linspace(sigma_min, sigma_max, n_grid)
+  logps = jnp.stack([dataset.log_prob(x, float(s)) for s in grid])  # [S, B]
+  # normalised weights q p_sigma sigma^-p over the grid (the denominator's terms), stably in log space
+  w = jax.nn.softmax(logps - weight_power * jnp.log(jnp.asarray(grid, jnp.float32))[:, None], axis=0)
+  pooled = sum(w[i][:, None] * float(s) ** 2 * dataset.score(x, float(s)) for i, s in enumerate(grid))
+  return pooled / sigma0 ** 2
 
 
+# ------------------------------------------------------------------------------------ the method
+@register("mdsm", defaults=defaults)
 def build(config, dataset) -> Method:
   validate(config)
+  m, s_cfg = config.model, config.sampling
   shape = tuple(dataset.shape)
   images = len(shape) == 3
-  net = get_model(config.model, shape)
-  m, s_cfg = config.model, config.sampling
-  sample_m = sampler_model_config(config)  # sampling.conv_impl: the sampler's convolutions, same parameters
-  sample_net = get_model(sample_m, shape) if images and sample_m.conv_impl != m.get("conv_impl", "xla") else net
+  net = models.build(m, shape)
   sigma0 = float(m.sigma0)
-  n_batch = s_cfg.get("batch_size", 0) or s_cfg.n_samples
 
   base, coef = None, None
-  if m.get("base_energy", "none") == "gaussian":  # E = E_G + network (dsm_jax/gaussian_base.py)
-    base = gaussian_base.fit(dataset.train_images() if images else dataset.sample(
-        jax.random.PRNGKey(config.seed), 10000))
+  if m.base_energy == "gaussian":  # E = E_G + network (dsm_jax/gaussian_base.py)
+    base = gaussian_base.fit_dataset(dataset, config.seed)
     coef = gaussian_base.mdsm_coefficients(base, sigma_levels(m, int(config.training.batch_size)), sigma0,
                                            float(m.weight_power))
 
-  def init_params(key):
-    return net.init(key, jnp.zeros((1,) + shape))
-
-  def energy(params, x, network=net):
-    e = network.apply(params, x)
+  def energy(params, x):
+    e = net.apply(params, x)
     return e if base is None else e + gaussian_base.quadratic_energy(base, coef, x).astype(e.dtype)
 
-  def energy_of(params, network=net):
-    return lambda x, sig: energy(params, x, network)
+  def init(key):
+    return {"energy": net.init(key, jnp.zeros((1,) + shape))}
 
-  def loss_fn(params, key, batch):
+  def loss(params, key, batch):                                                 # eq. 10
     k_sig, k_noise = jax.random.split(key)
     sig = draw_sigmas(k_sig, batch.shape[0], m)
-    loss, _ = losses.mdsm(energy_of(params), k_noise, batch, sig, sigma0, m.weight_power)  # eq. 10
-    return loss, {}
+    value, _ = losses.mdsm(lambda x, _s: energy(params, x), k_noise, batch, sig, sigma0, m.weight_power)
+    return value, {}
 
-  temps = temperatures_from_config(s_cfg)
+  temps = sigmas.temperatures_from_config(config)
   thin = trajectory_thin(len(temps)) if images else 0
 
-  def _draw(params, key, n):
+  def draw(params, key, n):                                                     # Sec. 4.2
     k0, k1 = jax.random.split(key)
-    x0 = samplers.shard_chains(initial_state(k0, n, shape, s_cfg))  # chains split over the local devices
-    score = fields.score_from_energy(energy_of(params, sample_net))
-    x, aux = samplers.tempered_langevin(score, k1, x0, s_cfg.eps, temps, thin=thin,  # Sec. 4.2
+    x0 = sampling.start(initial_state(k0, n, shape, s_cfg))
+    score = fields.score_from_energy(lambda x, _s: energy(params["energy"], x))
+    x, aux = samplers.tempered_langevin(score, k1, x0, s_cfg.eps, temps, thin=thin,
                                         final_denoise_sigma=sigma0 if s_cfg.final_denoise else None)
     chex.assert_shape(x, (n,) + shape)
     out = {"x": x}
@@ -174,54 +194,36 @@ def build(config, dataset) -> Method:
       out["trajectory"] = jnp.concatenate([aux["trajectory"][:, :8], x[None, :8]])
     return out
 
-  draw = jax.jit(_draw, static_argnums=(2,))
+  draw = sampling.compile_draw(draw)
 
   def sample(params, key):
-    """n_samples chains in batches of sampling.batch_size (one batch: the key itself; else fold_in(key, i));
-    the trajectory comes from the first batch. Images are returned in [0, 1] (dataset.to_unit)."""
-    n_total = s_cfg.n_samples
-    starts = list(range(0, n_total, n_batch))
-    outs = []
-    for i, start in enumerate(starts):
-      k = key if len(starts) == 1 else jax.random.fold_in(key, i)
-      outs.append(jax.device_get(draw(params, k, min(n_batch, n_total - start))))
-    res = {"x": np.concatenate([o["x"] for o in outs])}
+    """Images are returned in [0, 1] (dataset.to_unit)."""
+    res = sampling.sample_in_batches(draw, params, key, s_cfg.n_samples, s_cfg.batch_size, first_only=("trajectory",))
     if images:
-      res["trajectory"] = outs[0]["trajectory"]
       res = {k: np.asarray(dataset.to_unit(v)) for k, v in res.items()}
     return res
 
   def evaluate(params, key, samples):
     if images:
-      return evaluate_images(params, key, samples)
+      out = image_eval.evaluate(config, dataset, samples["x"])
+      neg_energy = jax.jit(lambda x: -energy(params["energy"], x))  # higher = more in-distribution
+      out.update(ood.ood_eval(neg_energy, dataset, jax.random.fold_in(key, 0x00D), n=int(config.eval.ood_n),
+                              tfds_names=tuple(config.eval.ood_datasets), data_dir=getattr(dataset, "data_dir", None)))
+      return out
     out = {}
     k1, k2 = jax.random.split(key)
-    score = fields.score_from_energy(energy_of(params))
+    score = fields.score_from_energy(lambda x, _s: energy(params["energy"], x))
     if getattr(dataset, "has_density", False):
-      # against the score of p_sigma0 (comparable with dsm/esm/ssm), and against the MDSM loss's own
-      # minimiser (how well the network solved its objective); their gap is MDSM's pooling bias
-      out["score_rel_mse"] = evaluation.score_error(score, dataset, k1, sigma0)
-      x = evaluation.noisy_data(dataset, k1, 5000, sigma0)
-      opt = evaluation.mdsm_optimal_score(dataset, x, sigma0, m.sigma_min, m.sigma_max, m.sigma_dist,
-                                          m.weight_power)
+      # against the score of p_sigma0 (comparable with dsm/esm/ssm), and against the loss's own minimiser (how
+      # well the network solved its objective); their gap is MDSM's pooling bias
+      out["score_rel_mse"] = toy_eval.score_error(score, dataset, k1, sigma0)
+      x = toy_eval.noisy_data(dataset, k1, 5000, sigma0)
+      opt = optimal_score(dataset, x, sigma0, m.sigma_min, m.sigma_max, m.sigma_dist, m.weight_power)
       pred = jax.jit(score)(x, jnp.full((x.shape[0],), sigma0))
       out["score_rel_mse_to_optimum"] = metrics.score_rel_mse(pred, opt)
       out["optimum_rel_mse_to_sigma0_score"] = metrics.score_rel_mse(opt, dataset.score(x, sigma0))
-    out["mmd"] = evaluation.mmd_to_data(samples["x"], dataset, k2, 0.0 if s_cfg.final_denoise else sigma0)
-    if config.data.dataset == "mixture":
-      from dsm_jax.data.toy import nearer_fraction
-      out["weight_pos"] = nearer_fraction(samples["x"], (5.0, 5.0), (-5.0, -5.0))
-    return out
-
-  def evaluate_images(params, key, samples):
-    """Feature FID/KID etc. exactly as NCSN's image evaluation, then the energy as an OOD score:
-    auroc_noise / auroc_constant / auroc_interp, plus auroc_<name> for the prepared eval.ood_datasets."""
-    from dsm_jax.methods.ncsn import evaluate_images as image_metrics  # noqa: PLC0415
-    out = image_metrics(config, dataset, samples["x"])
-    e = config.eval
-    neg_energy = jax.jit(lambda x: -energy(params, x))  # higher = more in-distribution
-    out.update(ood.ood_eval(neg_energy, dataset, jax.random.fold_in(key, 0x00D), n=int(e.get("ood_n", 1000)),
-                            tfds_names=tuple(e.get("ood_datasets", ())), data_dir=getattr(dataset, "data_dir", None)))
+    out["mmd"] = toy_eval.mmd_to_data(samples["x"], dataset, k2, 0.0 if s_cfg.final_denoise else sigma0)
+    out.update(toy_eval.mixture_metrics(samples["x"], dataset))
     return out
 
   def plot(samples, params, sample_dir):
@@ -234,12 +236,14 @@ def build(config, dataset) -> Method:
     has = getattr(dataset, "has_density", False)
     ld = (lambda pts: dataset.log_prob(jnp.asarray(pts), sigma0)) if has else None
     paths = [viz.scatter_2d(f"{sample_dir}/samples.png", samples["x"], ld, "MDSM samples", lim)]
-    learned = lambda pts: -np.asarray(energy(params, jnp.asarray(pts)))
-    panels = {"learned -E(x)": learned}
+    panels = {"learned -E(x)": lambda pts: -np.asarray(energy(params["energy"], jnp.asarray(pts)))}
     if has:
       panels["true log p_sigma0(x)"] = lambda pts: np.asarray(dataset.log_prob(jnp.asarray(pts), sigma0))
     paths.append(viz.contours_2d(f"{sample_dir}/energy_contours.png", panels, lim))
     return paths
 
-  return Method(name="mdsm", init_params=init_params, loss_fn=loss_fn, sample=sample,
-                evaluate=evaluate, plot=plot)
+  def score_of(params):
+    return fields.score_from_energy(lambda x, _s: energy(params["energy"], x))
+
+  return Method(name="mdsm", init=init, step=loss_step("energy", loss), networks={"energy": 1}, loss=loss, sample=sample,
+                evaluate=evaluate, plot=plot, score=score_of)

@@ -14,12 +14,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsm_jax import evaluation, losses, samplers, sigmas, viz
-from dsm_jax.methods.base import Method
-from dsm_jax.models import get_model
+from dsm_jax import losses, models, samplers, sampling, sigmas, viz
+from dsm_jax.eval import toy as toy_eval
+from dsm_jax.methods.base import Method, loss_step, register
 from dsm_jax.validation import interval, one_of, positive, require
 
 OBJECTIVES = ("dsm", "esm", "ssm")
+
+
+def defaults(method: str) -> dict:
+  return {
+      "model": {**models.defaults("score_mlp"),
+                "sigma": 0.5,               # the one noise level: every objective targets p_sigma
+                "n_projections": 1,         # ssm: projections per example (paper: 1)
+                "variance_reduced": True},  # ssm: SSM-VR
+      "sampling": {"method": "tempered_langevin", "n_samples": 5000, "init_range": (-8.0, 8.0),
+                   "eps": 0.2,              # x <- x + eps^2/2 s + eps sqrt(T) z
+                   "t_start": 10.0, "n_flat": 200, "n_decay": 1000, "n_cool": 500, "decay": "geometric",
+                   "t_end": 1.0},
+  }
 
 
 def validate(config) -> None:
@@ -27,69 +40,55 @@ def validate(config) -> None:
   one_of(config, "sampling.method", ("tempered_langevin",))
   positive(config, "sampling.n_samples", integer=True)
   positive(config, "sampling.eps")
-  validate_temperatures(config)
+  sigmas.temperatures_from_config(config)
   interval(config, "sampling.init_range")
-  if config.method == "ssm":
-    positive(config, "model.n_projections", integer=True)
+  positive(config, "model.n_projections", integer=True)
+  require(isinstance(config.model.variance_reduced, bool), "model.variance_reduced",
+          f"must be True or False, got {config.model.variance_reduced!r}")
 
 
-def validate_temperatures(config) -> None:
-  positive(config, "sampling.t_start")
-  for k in ("n_flat", "n_decay", "n_cool"):
-    positive(config, f"sampling.{k}", integer=True, allow_zero=True)
-  positive(config, "sampling.t_end", allow_zero=True)
-  one_of(config, "sampling.decay", ("geometric", "linear"))
-  s = config.sampling
-  require(s.n_flat + s.n_decay + s.n_cool > 0, "sampling.n_decay", "the temperature schedule has no steps")
-
-
-def temperatures_from_config(s) -> np.ndarray:
-  return sigmas.mdsm_temperatures(s.t_start, s.n_flat, s.n_decay, s.n_cool, s.decay, s.t_end)
-
-
+@register(*OBJECTIVES, defaults=defaults)
 def build(config, dataset) -> Method:
   validate(config)
   objective = config.method
   shape = tuple(dataset.shape)
-  net = get_model(config.model, shape, conditional=False)
+  net = models.build(config.model, shape, conditional=False)
   sigma = float(config.model.sigma)
   s_cfg = config.sampling
+  temps = sigmas.temperatures_from_config(config)
 
-  def init_params(key):
-    return net.init(key, jnp.zeros((1,) + shape))
+  def init(key):
+    return {"score": net.init(key, jnp.zeros((1,) + shape))}
 
-  def loss_fn(params, key, batch):
+  def loss(params, key, batch):
     score_fn = lambda x, sig: net.apply(params, x)
     k_noise, k_proj = jax.random.split(key)
-    if objective == "dsm":
+    if objective == "dsm":                                                        # Vincent 2011, eq. 17
       return losses.dsm(score_fn, k_noise, batch, sigma)[0], {}
     x_noisy = batch + sigma * jax.random.normal(k_noise, batch.shape, batch.dtype)  # a draw of p_sigma
-    if objective == "esm":
+    if objective == "esm":                                                        # Hyvarinen 2005, eq. 4
       return losses.esm(score_fn, x_noisy)[0], {}
-    return losses.ssm(score_fn, k_proj, x_noisy, n_projections=config.model.n_projections,
+    return losses.ssm(score_fn, k_proj, x_noisy, n_projections=config.model.n_projections,  # Song et al., eq. 7
                       variance_reduced=config.model.variance_reduced)[0], {}
 
-  temps = temperatures_from_config(s_cfg)
-
-  @jax.jit
-  def draw(params, key):
+  def draw(params, key, n):
     k0, k1 = jax.random.split(key)
     lo, hi = s_cfg.init_range
-    x0 = jax.random.uniform(k0, (s_cfg.n_samples,) + shape, minval=lo, maxval=hi)
-    return samplers.tempered_langevin(lambda x, sig: net.apply(params, x), k1, x0, s_cfg.eps, temps)[0]
+    x0 = sampling.start(jax.random.uniform(k0, (n,) + shape, minval=lo, maxval=hi))
+    return {"x": samplers.tempered_langevin(lambda x, sig: net.apply(params["score"], x), k1, x0, s_cfg.eps, temps)[0]}
+
+  draw = sampling.compile_draw(draw)
 
   def sample(params, key):
-    return {"x": np.asarray(draw(params, key))}
+    return sampling.sample_in_batches(draw, params, key, s_cfg.n_samples)
 
   def evaluate(params, key, samples):
     out = {}
     k1, k2 = jax.random.split(key)
     if getattr(dataset, "has_density", False):
-      out["score_rel_mse"] = evaluation.score_error(lambda x, sig: net.apply(params, x), dataset, k1, sigma)
-    out["mmd"] = evaluation.mmd_to_data(samples["x"], dataset, k2, sigma)
-    if config.data.dataset == "mixture":
-      from dsm_jax.data.toy import nearer_fraction
-      out["weight_pos"] = nearer_fraction(samples["x"], (5.0, 5.0), (-5.0, -5.0))
+      out["score_rel_mse"] = toy_eval.score_error(lambda x, sig: net.apply(params["score"], x), dataset, k1, sigma)
+    out["mmd"] = toy_eval.mmd_to_data(samples["x"], dataset, k2, sigma)
+    out.update(toy_eval.mixture_metrics(samples["x"], dataset))
     return out
 
   def plot(samples, params, sample_dir):
@@ -99,5 +98,5 @@ def build(config, dataset) -> Method:
     lim = max(abs(v) for v in s_cfg.init_range) + 1
     return [viz.scatter_2d(f"{sample_dir}/samples.png", samples["x"], ld, f"{objective.upper()} samples", lim)]
 
-  return Method(name=objective, init_params=init_params, loss_fn=loss_fn, sample=sample,
+  return Method(name=objective, init=init, step=loss_step("score", loss), networks={"score": 1}, loss=loss, sample=sample,
                 evaluate=evaluate, plot=plot)

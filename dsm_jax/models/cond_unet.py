@@ -1,7 +1,7 @@
 """A small noise-conditional U-Net score network s(x, sigma) for CPU-sized image runs.
 
 NCSN's RefineNet (models/refinenet.py) spends most of a CPU step in its full-resolution residual
-stages and 5x5 chained-residual pooling (benchmarks/bench_conv_kinds.py; docs/RESULTS.md); at
+stages and 5x5 chained-residual pooling (benchmarks/bench_conv_kinds.py); at
 28x28 on 2 cores it manages ~1 step/s at width 16, too slow for a 30-minute run. This net keeps
 NCSN's ingredients (CondInstanceNorm++ on the ladder index, ELU pre-activation residual blocks,
 mean-pool downsampling) and replaces the dilated stages and RefineNet blocks with a plain U-Net:
@@ -16,15 +16,15 @@ mean-pool downsampling) and replaces the dilated stages and RefineNet blocks wit
 gaussian_skip=True adds the score of a Gaussian model of the image's mean brightness. Every residual
 block starts with an instance norm and the output passes CondInstanceNorm++, which removes each channel's
 spatial mean, so the network hardly sees the absolute brightness of its input and cannot push a too-bright
-image back: without the skip, 69% of annealed mnist5k chains drifted to white (docs/RESULTS.md). With
+image back: without the skip, 69% of annealed mnist5k chains drifted to white (docs/log/). With
 mean(x) the mean over all N = H W C values, and the data's image means ~ N(m, tau^2) (skip_mean, skip_std),
 mean(x~) ~ N(m, tau^2 + sigma^2 / N) under the noise, whose score along the constant image is
 
   s(x, sigma) = F(x, sigma) / sigma - (mean(x) - m) / (N tau^2 + sigma^2)      (the same value at every pixel)
 
 It acts on the one direction the network is blind to and nowhere else. (A per-pixel Gaussian term
--(x - m) / (sigma^2 + sd^2) was tried first: the network must then cancel it at small sigma pixel by pixel,
-and after 1,400 steps it had not, so strokes came out grey and eroded; RESULTS.md.)
+-(x - m) / (sigma^2 + sd^2) would have to be cancelled by the network pixel by pixel at small sigma; after 1,400
+steps it is not, and strokes come out grey and eroded: docs/log/.)
 
 H and W must be divisible by 4 (28, 32, 64; the 8x8 digits too).
 """
@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from dsm_jax.models.refinenet import CondInstanceNormPlus, CondResBlock, _conv, sigma_to_index
+from dsm_jax.models.registry import dtype, flag, image_shape, number, register_model, widths
+from dsm_jax.validation import ConfigError
 
 
 def _upsample2(x: jax.Array) -> jax.Array:
@@ -89,3 +91,18 @@ class CondUNet(nn.Module):
       mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True).astype(out.dtype)
       out = out - (mean - self.skip_mean) / (n * self.skip_std ** 2 + sig ** 2)
     return out
+
+
+@register_model("cond_unet", channels=(32, 64, 64), scale_by_sigma=True, gaussian_skip=False, skip_mean=0.5,
+                skip_std=0.05, dtype="float32")
+def _cond_unet(cfg, shape, prefix, sigmas=()):
+  _, _, c = image_shape(shape, "cond_unet", prefix, 4)
+  ch = widths(cfg, "channels", prefix)
+  if len(ch) != 3:
+    raise ConfigError(f"{prefix}.channels", f"must be three positive widths (c1, c2, c3), got {ch!r}")
+  if not sigmas:
+    raise ConfigError(f"{prefix}.name", "cond_unet is noise-conditional; use it with a sigma ladder")
+  return CondUNet(sigmas=tuple(float(s) for s in sigmas), channels=ch, num_channels=c,
+                  scale_by_sigma=flag(cfg, "scale_by_sigma", prefix), gaussian_skip=flag(cfg, "gaussian_skip", prefix),
+                  skip_mean=number(cfg, "skip_mean", prefix), skip_std=number(cfg, "skip_std", prefix, positive=True),
+                  dtype=dtype(cfg, prefix))

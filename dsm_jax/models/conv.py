@@ -1,6 +1,6 @@
 """Small convolutional networks for images [B, H, W, C] (NHWC): a scalar energy and a generator.
 
-Used by DDE on images (issue 5). The energy is differentiated twice (its input gradient enters the
+Used by DDE on images. The energy is differentiated twice (its input gradient enters the
 loss), so its activation must be smooth (swish / softplus / elu / tanh; not relu).
 """
 from __future__ import annotations
@@ -11,7 +11,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dsm_jax.models.mlp import activation
+from dsm_jax.models import layers
+from dsm_jax.models.mlp import ACTIVATIONS, activation
+from dsm_jax.models.registry import choice, flag, image_shape, pos_int, register_model, widths
 
 
 class ConvEnergy(nn.Module):
@@ -29,7 +31,7 @@ class ConvEnergy(nn.Module):
     f = activation(self.act)
     h = x
     for i, c in enumerate(self.features):
-      h = f(nn.Conv(c, (3, 3), strides=(1, 1) if i == 0 else (2, 2), padding="SAME")(h))
+      h = f(layers.Conv(c, 3, strides=1 if i == 0 else 2)(h))
     h = h.reshape(h.shape[0], -1)
     h = f(nn.Dense(self.hidden)(h))
     e = nn.Dense(1)(h)[:, 0]
@@ -57,9 +59,25 @@ class ConvGenerator(nn.Module):
     h = f(nn.Dense(bh * bw * self.features[0])(z)).reshape(z.shape[0], bh, bw, self.features[0])
     for c in self.features[1:3]:
       h = f(nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME")(h))
-    out = nn.Conv(c_img, (3, 3), padding="SAME")(h)
+    out = layers.Conv(c_img, 3)(h)
     if self.out_act == "sigmoid":
       return nn.sigmoid(out)
     if self.out_act == "tanh":
       return jnp.tanh(out)
     return out
+
+
+# ------------------------------------------------------------------------------------ registry
+@register_model("conv_energy", features=(32, 64, 64), hidden=128, act="swish", quadratic=True)
+def _conv_energy(cfg, shape, prefix):
+  image_shape(shape, "conv_energy", prefix, 4)
+  return ConvEnergy(features=widths(cfg, "features", prefix), hidden=pos_int(cfg, "hidden", prefix),
+                    act=choice(cfg, "act", prefix, ACTIVATIONS), quadratic=flag(cfg, "quadratic", prefix))
+
+
+@register_model("conv_generator", features=(64, 32, 16), act="relu", out_act="sigmoid")
+def _conv_generator(cfg, shape, prefix):
+  image_shape(shape, "conv_generator", prefix, 4)
+  return ConvGenerator(image_shape=shape, features=widths(cfg, "features", prefix),
+                       act=choice(cfg, "act", prefix, ACTIVATIONS),
+                       out_act=choice(cfg, "out_act", prefix, ("sigmoid", "tanh", "none")))

@@ -20,9 +20,8 @@ Deliberate differences from the reference: kernels use PyTorch's default fan-in 
 zero; an odd feature map (28 -> 14 -> 7) is mean-pooled with ceil (the last row/column averaged over
 what exists), where the reference only runs 32-pixel inputs. `dtype` sets the convolutions' compute
 dtype (parameters stay float32); the flattened features and the quadratic head are float32 (float64
-when dtype is float64, for finite-difference tests under x64). `conv_impl` 'patches' computes every
-convolution as one matmul over image patches (PatchConv: the same parameters and function), the fast
-form on CPU; 'xla' uses nn.Conv (cuDNN on GPU).
+when dtype is float64, for finite-difference tests under x64). Every convolution is models/layers.py's
+`Conv`, whose form (XLA, hand-written VJP or im2col; the same parameters) the platform picks.
 """
 from __future__ import annotations
 
@@ -33,6 +32,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dsm_jax.models import layers
+from dsm_jax.models.registry import dtype, image_shape, pos_int, register_model, widths
+from dsm_jax.validation import ConfigError
+
 # PyTorch's default Conv2d / Linear weight scale (kaiming_uniform with a=sqrt(5)): U(+-1/sqrt(fan_in)).
 kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
@@ -42,47 +45,9 @@ RESNET18 = (3, 3, 3)        # reference Res18_Quadratic: CIFAR-10
 RESNET34 = (3, 4, 6, 3)     # reference Res34_Quadratic: the deeper network
 
 
-class PatchConv(nn.Module):
-  """A stride-1 'SAME' convolution computed as patches @ kernel (im2col: the k*k shifted copies of the
-  zero-padded input concatenated on the channel axis, then one matmul). Same parameters ('kernel'
-  [k, k, C_in, C_out], 'bias') and the same function as nn.Conv. XLA:CPU runs convolutions, and above
-  all their second-order gradients, many times slower inside a while loop (the trainer's lax.scan, the
-  sampler's scan; jax-ml/jax#12868) than outside; matmuls do not suffer, so on CPU this is the fast
-  form (model.conv_impl = 'patches'). Costs k*k times the input activations in memory."""
-  features: int
-  kernel_size: int = 3
-  use_bias: bool = True
-  dtype: Any = jnp.float32
-  kernel_init: Any = kernel_init
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    k, c = self.kernel_size, x.shape[-1]
-    kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features), jnp.float32)
-    x = x.astype(self.dtype)
-    if k == 1:
-      cols = x
-    else:
-      lo = (k - 1) // 2  # 'SAME' for odd and even k, as XLA pads: (k - 1) // 2 before, the rest after
-      xp = jnp.pad(x, ((0, 0), (lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
-      h, w = x.shape[1], x.shape[2]
-      cols = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(k) for j in range(k)], axis=-1)
-    y = cols @ kernel.reshape(k * k * c, self.features).astype(self.dtype)
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
-    return y
-
-
-CONV_IMPLS = ("xla", "patches")
-
-
-def conv(features: int, k: int, bias: bool, dtype, impl: str, name: str) -> nn.Module:
-  """A stride-1 'SAME' k x k convolution: nn.Conv ('xla') or PatchConv ('patches'), same parameters."""
-  if impl == "patches":
-    return PatchConv(features, k, bias, dtype, kernel_init, name=name)
-  if impl != "xla":
-    raise ValueError(f"unknown conv_impl {impl!r}; use one of {CONV_IMPLS}")
-  return nn.Conv(features, (k, k), padding="SAME", use_bias=bias, dtype=dtype, kernel_init=kernel_init, name=name)
+def conv(features: int, k: int, bias: bool, dtype, impl: Optional[str], name: str) -> nn.Module:
+  """A stride-1 'SAME' k x k convolution (layers.Conv) with the reference's weight scale."""
+  return layers.Conv(features, k, use_bias=bias, dtype=dtype, kernel_init=kernel_init, conv_impl=impl, name=name)
 
 
 def mean_pool(x: jax.Array) -> jax.Array:
@@ -101,7 +66,7 @@ class EnergyResBlock(nn.Module):
   features: int
   down: bool = False
   dtype: Any = jnp.float32
-  conv_impl: str = "xla"
+  conv_impl: Optional[str] = None  # None: the platform's form (models/layers.py)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -119,7 +84,7 @@ class ResNetTrunk(nn.Module):
   nf: int = 64
   stage_blocks: Sequence[int] = RESNET12
   dtype: Any = jnp.float32
-  conv_impl: str = "xla"
+  conv_impl: Optional[str] = None  # None: the platform's form (models/layers.py)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -143,7 +108,7 @@ class EnergyResNet(nn.Module):
   nf: int = 64
   stage_blocks: Sequence[int] = RESNET12
   dtype: Any = jnp.float32
-  conv_impl: str = "xla"
+  conv_impl: Optional[str] = None  # None: the platform's form (models/layers.py)
 
   @nn.compact
   def __call__(self, x: jax.Array, sigma: Optional[jax.Array] = None) -> jax.Array:
@@ -156,3 +121,15 @@ class EnergyResNet(nn.Module):
     e = e[:, 0]
     chex.assert_shape(e, (x.shape[0],))
     return e
+
+
+@register_model("energy_resnet", nf=64, stage_blocks=RESNET12, dtype="float32")
+def _energy_resnet(cfg, shape, prefix):
+  """MDSM's ResNet energy; width and depth from nf and stage_blocks."""
+  h, w, _ = image_shape(shape, "energy_resnet", prefix)
+  nf = pos_int(cfg, "nf", prefix)
+  blocks = widths(cfg, "stage_blocks", prefix)
+  if min(h, w) < min_side(blocks):
+    raise ConfigError(f"{prefix}.stage_blocks", f"{len(blocks)} down-sampling stages need images of side >= "
+                                               f"{min_side(blocks)}, the data is {h}x{w}; use fewer stages")
+  return EnergyResNet(nf=nf, stage_blocks=blocks, dtype=dtype(cfg, prefix))

@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dsm_jax.models.registry import choice, flag, register_model, vector_shape, widths
+
 ACTIVATIONS = {"softplus": nn.softplus, "swish": nn.swish, "elu": nn.elu, "tanh": jnp.tanh,
                "gelu": nn.gelu, "relu": nn.relu}
 
@@ -81,7 +83,7 @@ class GeneratorMLP(nn.Module):
 
   An MLP on [z, c] plus a linear path from [z, c] (linear_skip=True), so that an untrained G is close
   to a Gaussian and the MLP adds the non-Gaussian part. out_dim: the sample's dimension. Used by DDE
-  (issue 5: G(z) on 2-D data) and by denoiser-guided VI (q(w) = G(z), amortised q(w | y) = G(z, y))."""
+  (G(z) on 2-D data) and by denoiser-guided VI (q(w) = G(z), amortised q(w | y) = G(z, y))."""
   out_dim: int
   hidden: Sequence[int] = (128, 128)
   act: str = "relu"
@@ -117,3 +119,32 @@ class DenoiserMLP(nn.Module):
       h = f(nn.Dense(width)(h))
     s = nn.Dense(x.shape[-1])(h)
     return s if score_only else x + self.sigma ** 2 * s
+
+
+# ------------------------------------------------------------------------------------ registry
+@register_model("score_mlp", hidden=(128, 128), act="softplus", scale_by_sigma=True)
+def _score_mlp(cfg, shape, prefix, conditional: bool = True):
+  vector_shape(shape, "score_mlp", prefix)
+  return ScoreMLP(hidden=widths(cfg, "hidden", prefix), act=choice(cfg, "act", prefix, ACTIVATIONS),
+                  conditional=conditional, scale_by_sigma=flag(cfg, "scale_by_sigma", prefix))
+
+
+@register_model("energy_mlp", hidden=(128, 128), act="softplus", quadratic=True)
+def _energy_mlp(cfg, shape, prefix):
+  vector_shape(shape, "energy_mlp", prefix)
+  return EnergyMLP(hidden=widths(cfg, "hidden", prefix), act=choice(cfg, "act", prefix, ACTIVATIONS),
+                   quadratic=flag(cfg, "quadratic", prefix))
+
+
+@register_model("generator_mlp", hidden=(128, 128), act="elu", linear_skip=True)
+def _generator_mlp(cfg, shape, prefix):
+  vector_shape(shape, "generator_mlp", prefix)
+  return GeneratorMLP(out_dim=int(shape[0]), hidden=widths(cfg, "hidden", prefix),
+                      act=choice(cfg, "act", prefix, ACTIVATIONS), linear_skip=flag(cfg, "linear_skip", prefix))
+
+
+@register_model("denoiser_mlp", hidden=(128, 128), act="softplus")
+def _denoiser_mlp(cfg, shape, prefix, sigma: float = 1.0):
+  vector_shape(shape, "denoiser_mlp", prefix)
+  return DenoiserMLP(sigma=float(sigma), hidden=widths(cfg, "hidden", prefix),
+                     act=choice(cfg, "act", prefix, ACTIVATIONS))

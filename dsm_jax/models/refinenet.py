@@ -31,6 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dsm_jax.models import layers
+from dsm_jax.models.registry import dtype, flag, image_shape, pos_int, register_model
+from dsm_jax.validation import ConfigError
+
 SUPPORTED_SIZES = (28, 32, 64)
 
 # PyTorch's default Conv2d weight scale (kaiming_uniform with a=sqrt(5)): U(+-1/sqrt(fan_in)).
@@ -79,8 +83,7 @@ class CondInstanceNormPlus(nn.Module):
 
 
 def _conv(features: int, dtype, kernel: int = 3, dilation: int = 1, bias: bool = True, name=None):
-  return nn.Conv(features, (kernel, kernel), padding="SAME", kernel_dilation=(dilation, dilation),
-                 use_bias=bias, dtype=dtype, kernel_init=conv_init, name=name)
+  return layers.Conv(features, kernel, dilation=dilation, use_bias=bias, dtype=dtype, kernel_init=conv_init, name=name)
 
 
 def _mean_pool(x: jax.Array) -> jax.Array:
@@ -283,3 +286,15 @@ class CondRefineNet(nn.Module):
     if self.scale_by_sigma:
       out = out / sigma.astype(out.dtype)[:, None, None, None]
     return out
+
+
+@register_model("refinenet", ngf=64, scale_by_sigma=False, dtype="float32")
+def _refinenet(cfg, shape, prefix, sigmas=()):
+  """NCSN's CondRefineNetDilated for square images of side 28, 32 or 64, conditioned on the ladder `sigmas`."""
+  h, w, c = image_shape(shape, "refinenet", prefix)
+  if h != w or h not in SUPPORTED_SIZES:
+    raise ConfigError("data.image_size", f"refinenet supports square images of size {SUPPORTED_SIZES}, got {h}x{w}")
+  if not sigmas:
+    raise ConfigError(f"{prefix}.name", "refinenet is noise-conditional (NCSN); use it with a sigma ladder")
+  return CondRefineNet(sigmas=tuple(float(s) for s in sigmas), ngf=pos_int(cfg, "ngf", prefix), num_channels=c,
+                       image_size=h, scale_by_sigma=flag(cfg, "scale_by_sigma", prefix), dtype=dtype(cfg, prefix))

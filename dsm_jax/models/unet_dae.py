@@ -46,60 +46,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dsm_jax.models import layers
+from dsm_jax.models.registry import flag, image_shape, number, pos_int, register_model, widths
+from dsm_jax.validation import ConfigError
+
 SUPPORTED_SIZES = (28, 32, 64)
 PHI_KEYS = ("embed", "encoder", "decoder")
 GAMMA_KEY = "semantic"
 
 
-_DN = ("NHWC", "HWIO", "NHWC")
-
-
-@jax.custom_vjp
-def conv_same(x: jax.Array, w: jax.Array) -> jax.Array:
-  """Stride-1 'SAME' convolution, x [B, H, W, I], w [k, k, I, O] (k odd), with a hand-written VJP.
-
-  Why: inside lax.scan / while bodies (the trainer's compiled chunk, Langevin chains) XLA:CPU leaves
-  autodiff's weight-gradient convolution in a non-canonical form (dim_labels f01b_i01o->01bf) that it
-  runs with a generic loop emitter, 10-15x slower than outside a loop (measured: 20 grad steps of a
-  16x28x28x16 conv, 225 ms direct vs 1.7 s per 20 steps in a scan). The VJP below writes both
-  gradients as canonical NHWC/HWIO convolutions (the transposes are explicit), which stay fast in loops.
-  Gradients are identical to jax.grad of lax.conv_general_dilated (tests/test_debm.py)."""
-  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN)
-
-
-def _conv_fwd(x, w):
-  return conv_same(x, w), (x, w)
-
-
-def _conv_bwd(res, g):
-  x, w = res
-  p = w.shape[0] // 2
-  # input gradient: correlation of g with the flipped kernel, in/out channels swapped
-  dx = jax.lax.conv_general_dilated(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), (1, 1), "SAME",
-                                    dimension_numbers=_DN)
-  # weight gradient: input channels as the batch, the batch as the contracted feature axis
-  dw = jax.lax.conv_general_dilated(x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1),
-                                    ((p, p), (p, p)), dimension_numbers=_DN)
-  return dx, dw.transpose(1, 2, 0, 3)
-
-
-conv_same.defvjp(_conv_fwd, _conv_bwd)
-
-
-class Conv(nn.Module):
-  """k x k stride-1 'SAME' convolution with bias (lecun-normal kernel, zero bias, like nn.Conv), via
-  `conv_same`; k = 1 is a Dense over channels."""
-  features: int
-  kernel: int = 3
-  kernel_init: Callable = nn.initializers.lecun_normal()
-
-  @nn.compact
-  def __call__(self, x):
-    if self.kernel == 1:
-      return nn.Dense(self.features, kernel_init=self.kernel_init)(x)
-    w = self.param("kernel", self.kernel_init, (self.kernel, self.kernel, x.shape[-1], self.features))
-    b = self.param("bias", nn.initializers.zeros, (self.features,))
-    return conv_same(x, w) + b
+def Conv(features: int, kernel: int = 3, kernel_init: Callable = nn.initializers.lecun_normal()) -> nn.Module:
+  """k x k stride-1 'SAME' convolution with bias (lecun-normal kernel, zero bias): models/layers.py's Conv."""
+  return layers.Conv(features, kernel, kernel_init=kernel_init)
 
 
 def _downsample(x):
@@ -349,3 +307,21 @@ def max_levels(image_shape: Sequence[int]) -> int:
   while h % 2 == 0 and w % 2 == 0 and min(h, w) > 2:
     h, w, n = h // 2, w // 2, n + 1
   return n
+
+
+@register_model("unet_dae", nf=64, ch_mult=(1, 2, 2, 2), num_res_blocks=2, latent_dim=128, latent_norm=True,
+                sigma_data=0.5)
+def _unet_dae(cfg, shape, prefix):
+  """Denoising-EBM's U-Net DAE r_phi = g_beta o f_alpha with the semantic decoder h_gamma."""
+  image_shape(shape, "unet_dae", prefix)
+  for key in ("nf", "num_res_blocks", "latent_dim"):
+    pos_int(cfg, key, prefix)
+  cm = widths(cfg, "ch_mult", prefix)
+  if len(cm) < 2:
+    raise ConfigError(f"{prefix}.ch_mult", f"must be a tuple of >= 2 positive width multipliers, e.g. (1, 2, 2), got {cm!r}")
+  if len(cm) > max_levels(shape):
+    raise ConfigError(f"{prefix}.ch_mult", f"{len(cm)} levels need {len(cm) - 1} exact halvings; a "
+                                           f"{shape[0]}x{shape[1]} image allows at most {max_levels(shape)} levels")
+  return UNetDAE(image_shape=shape, nf=cfg.nf, ch_mult=cm, num_res_blocks=cfg.num_res_blocks,
+                 latent_dim=cfg.latent_dim, latent_norm=flag(cfg, "latent_norm", prefix),
+                 sigma_data=number(cfg, "sigma_data", prefix, positive=True))

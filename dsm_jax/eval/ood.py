@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Optional
 import jax
 import numpy as np
 
-from dsm_jax import metrics
+from dsm_jax.eval import metrics
 
 SYNTHETIC = ("noise", "constant", "interp")
 

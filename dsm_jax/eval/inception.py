@@ -86,7 +86,7 @@ class _Opaque:
 
 @functools.lru_cache(maxsize=None)
 def _opaque_class(module: str, name: str) -> type:
-  return type(name, (_Opaque,), {"__module__": "dsm_jax.inception._opaque", "_torch_name": f"{module}.{name}"})
+  return type(name, (_Opaque,), {"__module__": "dsm_jax.eval.inception._opaque", "_torch_name": f"{module}.{name}"})
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused):

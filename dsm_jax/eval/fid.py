@@ -1,6 +1,6 @@
 """Sample-quality metrics on Inception features: FID (Heusel et al. 2017) and KID (Binkowski et al. 2018).
 
-Features are the 2048-d pool_3 activations of the FID Inception-v3 (`dsm_jax.inception.features`);
+Features are the 2048-d pool_3 activations of the FID Inception-v3 (`dsm_jax.eval.inception.features`);
 everything here works on any [N, D] feature arrays, in float64.
 
 The Inception Score is deliberately absent: it needs the network's 1008-way softmax logits, and the

@@ -19,7 +19,7 @@ either the old entry or the new one. An entry that cannot be read (bad json, wro
 does not decode into the model's parameter tree) is retrained and rewritten, with a warning.
 
 Metrics (`evaluate_samples`), on at most `max_n` finite samples (clipped to [0, 1]):
-  * fid_feat, kid_feat: samples vs the whole held-out test split (dsm_jax.fid);
+  * fid_feat, kid_feat: samples vs the whole held-out test split (dsm_jax.eval.fid);
   * fid_feat_real_baseline, kid_feat_real_baseline: the same with the samples replaced by an equally
     sized random subset of the *training* split (disjoint from the test split). The reference set and
     both sample sizes are exactly those of fid_feat, so the O(1/N) bias of FID is the same: this is the
@@ -68,7 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dsm_jax import fid
+from dsm_jax.eval import fid
 
 FORMAT_VERSION = 1
 CACHE_DIR = os.path.join("~", ".cache", "dsm_jax", "feature_classifiers")
