@@ -31,6 +31,7 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist", "hypothesis>=6.100", "nbformat", "nbclient", "ipykernel"],
         "cuda": ["jax[cuda12]"],
+        "tpu": ["jax[tpu]"],
         "tf": ["tensorflow-cpu"],
     },
 )

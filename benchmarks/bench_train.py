@@ -1,6 +1,7 @@
 """Training and sampling throughput of any config: exactly what the trainer compiles (dsm_jax.train.Program: the
-method's step under the NaN guard, the trainer's scan chunk or one compiled step per call, the data mesh), and
-the method's own sampler.
+method's step under the NaN guard, the trainer's scan chunk or one compiled step per call, the data mesh), the
+host's time to build one batch (done on a background thread while the device runs the previous chunk), and the
+method's own sampler.
 
 Image configs train on stand-in arrays of the dataset's shape (speed does not depend on pixel values and nothing
 is downloaded); toy configs draw their data in the step, as the trainer does.
@@ -40,33 +41,14 @@ def parse_args(argv=None):
 ARGS = parse_args()
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 if ARGS.cpu_devices:  # before JAX starts its backends (platform.setup's device split)
   jax.config.update("jax_num_cpu_devices", ARGS.cpu_devices)
 
 from dsm_jax import data as data_lib  # noqa: E402
-from dsm_jax import methods, platform, train  # noqa: E402
-
-
-class StandIn:
-  """Random uint8-valued images in [0, 1] of a dataset's shape, with the ImageDataset methods methods use."""
-
-  def __init__(self, shape, scale="01"):
-    self.shape, self.scale, self.name = tuple(shape), scale, "stand-in"
-    self._x = np.random.default_rng(0).integers(0, 256, (512,) + self.shape).astype(np.float32) / 255.0
-
-  def host_batches(self, steps, batch_size):
-    rng = np.random.default_rng(int(steps[0]))
-    return rng.uniform(size=(len(steps), batch_size) + self.shape).astype(np.float32)
-
-  def train_images(self):
-    return self._x
-
-  test_images = train_images
-
-  def to_unit(self, x):
-    return np.clip((x + 1) / 2, 0, 1) if self.scale == "-11" else np.clip(x, 0, 1)
+from dsm_jax import flops, methods, platform, train  # noqa: E402
 
 
 def _set(config, assignments: str) -> None:
@@ -83,11 +65,17 @@ def _set(config, assignments: str) -> None:
 def dataset_of(config):
   from dsm_jax.data import images  # noqa: PLC0415
   if config.data.dataset in images.IMAGE_DATASETS:
-    geo = images.resolve_geometry(config.data.dataset, config.data)
-    h, w, c = images.NATIVE_SHAPE[config.data.dataset]
-    side = geo.pad or geo.size or geo.crop or h
-    return StandIn((side, side if (geo.pad or geo.size or geo.crop) else w, c), config.data.scale)
+    return images.StandIn(images.example_shape(config.data), config.data.scale)
   return data_lib.get_dataset(config.data, config.seed)
+
+
+def matmul_peak(n: int = 2048, reps: int = 5) -> float:
+  """The backend's measured float32 matrix-product rate (FLOP/s), the reference for MFU on a machine without a
+  vendor peak at hand."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(a))
+  return 2.0 * n ** 3 / median(lambda: jax.block_until_ready(f(a)), reps)
 
 
 def median(fn, reps):
@@ -118,17 +106,26 @@ def bench(name: str) -> dict:
   first = time.perf_counter() - tic
   calls = iter(range(1, 1000))
 
-  def one():
+  def one(prefetch: bool):
     nonlocal state
     i = next(calls)
-    state, _ = program.run(state, np.arange(i * k, (i + 1) * k, dtype=np.int32))
+    nxt = np.arange((i + 1) * k, (i + 2) * k, dtype=np.int32) if prefetch else None
+    state, _ = program.run(state, np.arange(i * k, (i + 1) * k, dtype=np.int32), next_steps=nxt)
 
-  dt = median(one, ARGS.reps)
+  serial = median(lambda: one(False), ARGS.reps)  # batches built before each chunk
+  one(True)  # prime the background thread with the next chunk
+  dt = median(lambda: one(True), ARGS.reps)      # as the trainer runs: the next batches built during this chunk
+  host = median(lambda: program.batches(np.arange(0, k, dtype=np.int32)), ARGS.reps) / k
+  batch = jax.ShapeDtypeStruct(np.shape(program.batches(np.arange(1))[0]), jnp.float32) if not program.in_graph \
+      else jax.ShapeDtypeStruct((config.training.batch_size,) + tuple(dataset.shape), jnp.float32)
+  step_flops = flops.count(train.guarded_step(method), jax.eval_shape(lambda s: s, state), batch)
   n_params = sum(int(np.prod(l.shape)) for n in state["nets"].values() if isinstance(n, train.NetState)
                  for l in jax.tree_util.tree_leaves(n.params))
   row = {"config": name, "backend": f"{jax.default_backend()} x{len(program.mesh.devices.ravel())}",
          "dispatch": program.mode, "conv": platform.conv_impl(config), "batch": config.training.batch_size,
-         "params": n_params, "first_s": first, "step_ms": 1e3 * dt / k, "steps_s": k / dt}
+         "params": n_params, "first_s": first, "step_ms": 1e3 * dt / k, "steps_s": k / dt,
+         "host_ms": 1e3 * host, "serial_ms": 1e3 * serial / k, "gflop_step": step_flops / 1e9, "gflops": step_flops * k / dt / 1e9,
+         "mfu": step_flops * k / dt / PEAK}
   if not ARGS.no_sample:
     s = config.sampling
     if len(dataset.shape) == 3 and "n_samples" in s:
@@ -146,18 +143,25 @@ def bench(name: str) -> dict:
 
 COLS = [("config", "config", "{}"), ("backend", "backend", "{}"), ("dispatch", "dispatch", "{}"),
         ("conv", "conv", "{}"), ("batch", "batch", "{}"), ("params", "params", "{:,}"),
-        ("first_s", "1st call s", "{:.1f}"), ("step_ms", "ms/step", "{:.1f}"), ("steps_s", "steps/s", "{:.2f}"),
+        ("first_s", "1st call s", "{:.1f}"), ("step_ms", "ms/step", "{:.1f}"), ("serial_ms", "ms/step, no prefetch", "{:.1f}"), ("steps_s", "steps/s", "{:.2f}"), ("host_ms", "host ms/batch", "{:.2f}"),
+        ("gflop_step", "GFLOP/step", "{:.2f}"), ("gflops", "GFLOP/s", "{:.1f}"), ("mfu", "MFU", "{:.1%}"),
         ("sample_n", "samples", "{}"), ("sample_first_s", "sampler 1st s", "{:.1f}"), ("sample_s", "sampler s", "{:.1f}")]
 
 
+PEAK = 1.0
+
+
 def main():
+  global PEAK
+  PEAK = matmul_peak()
   load0 = os.getloadavg()[0]
   rows = []
   for name in [c for c in ARGS.configs.split(",") if c]:
     rows.append(bench(name))
     print(rows[-1], file=sys.stderr, flush=True)
-  print(f"# jax {jax.__version__}, {jax.default_backend()}, nproc {os.cpu_count()}, "
-        f"load {load0:.2f} -> {os.getloadavg()[0]:.2f}; {' '.join(sys.argv[1:])}")
+  print(f"# jax {jax.__version__}, {jax.default_backend()} {jax.devices()[0].device_kind}, nproc {os.cpu_count()}, "
+        f"load {load0:.2f} -> {os.getloadavg()[0]:.2f}; MFU against the measured float32 matmul rate "
+        f"{PEAK / 1e9:.0f} GFLOP/s; {' '.join(sys.argv[1:])}")
   cols = [c for c in COLS if any(c[0] in r for r in rows)]
   print("| " + " | ".join(c[1] for c in cols) + " |")
   print("|" + "|".join("---" for _ in cols) + "|")

@@ -13,7 +13,7 @@ def ncsn_image_config(dataset: str, ngf: int):
   d.dequantize = False
 
   m = config.model
-  models.set_network(m, "refinenet",   # CondRefineNetDilated (Appendix B.1)
+  models.set_network(m, "refinenet",   # CondRefineNetDilated (Appendix A.3)
                      ngf=ngf,          # reference: 64 for MNIST, 128 for CIFAR-10 and CelebA
                      scale_by_sigma=False,  # NCSN v1 outputs the score directly (v2 divides by sigma)
                      dtype="float32")  # 'bfloat16' computes convolutions in bf16 (params stay float32)

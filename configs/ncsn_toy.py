@@ -1,4 +1,4 @@
-"""NCSN's 2-D toy experiment (Song & Ermon 2019, Sec. 3.2 and Fig. 3): the mixture
+"""NCSN's 2-D toy experiment (Song & Ermon 2019, Sec. 3.2.2, Fig. 3 and Appendix B.1): the mixture
 1/5 N((-5,-5), I) + 4/5 N((5,5), I); annealed Langevin recovers the mode weights, plain Langevin does not.
 
     python -m experiments.run --config=configs/ncsn_toy.py --workdir=runs/ncsn_toy
@@ -15,7 +15,7 @@ def get_config():
   m.hidden = (128, 128)
   m.act = "softplus"
   m.scale_by_sigma = True
-  m.sigma_max = 20.0    # paper Sec. 3.2 toy: sigmas geometric from 20 to 1 over 10 levels
+  m.sigma_max = 20.0    # paper Appendix B.1 toy: sigmas geometric from 20 to 1 over 10 levels
   m.sigma_min = 1.0
   m.num_scales = 10
   m.anneal_power = 2.0  # lambda(sigma) = sigma^2 (paper Sec. 4.2)
@@ -37,7 +37,7 @@ def get_config():
   s.langevin_compare = True    # also sample plain Langevin at sigma_L (samples/langevin.npz)
   s.n_samples = 20000         # the weight's sd over sampler seeds is ~0.008 at 5,000, ~0.004 here
   s.init_range = (-8.0, 8.0)   # paper: start uniform on [-8, 8]^2
-  s.eps = 0.1                  # paper Sec. 3.2: eps = 0.1, T = 100 per level
+  s.eps = 0.1                  # paper Appendix B.1: eps = 0.1, T = 100 per level
   s.n_steps_each = 100
   s.convention = "paper"       # the NCSN toy runner uses x + alpha/2 s + sqrt(alpha) z
   s.final_denoise = False

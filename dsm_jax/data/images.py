@@ -102,6 +102,46 @@ def resolve_geometry(name: str, data_config) -> Geometry:
   return Geometry(crop=crop, size=resize, pad=pad)
 
 
+def example_shape(data_config) -> tuple:
+  """[H, W, C] of one example of config.data's image dataset after its geometry, without reading any data."""
+  name = data_config.dataset
+  geo = resolve_geometry(name, data_config)
+  h, w, c = NATIVE_SHAPE[name]
+  if geo.crop:
+    h = w = geo.crop
+  if geo.size:
+    h = w = geo.size
+  if geo.pad:
+    h = w = geo.pad
+  return (h, w, c)
+
+
+class StandIn:
+  """Random images of a shape with the ImageDataset interface the methods and the trainer use (host_batches,
+  train_images, test_images, to_unit, scale): for benchmarks and lowering checks, whose cost does not depend on
+  pixel values."""
+
+  def __init__(self, shape, scale: str = "01", n: int = 256, seed: int = 0):
+    self.shape, self.scale, self.name = tuple(int(d) for d in shape), scale, "stand-in"
+    x = np.random.default_rng(seed).uniform(size=(n,) + self.shape).astype(np.float32)
+    self._x = 2.0 * x - 1.0 if scale == "-11" else x
+
+  def host_batches(self, steps, batch_size: int) -> np.ndarray:
+    rng = np.random.default_rng([int(s) for s in steps])
+    idx = rng.integers(0, len(self._x), (len(steps), batch_size))
+    return self._x[idx]
+
+  def train_images(self) -> np.ndarray:
+    return self._x
+
+  def test_images(self) -> np.ndarray:
+    return self._x
+
+  def to_unit(self, x, clip: bool = True):
+    y = (x + 1.0) * 0.5 if self.scale == "-11" else x
+    return y.clip(0.0, 1.0) if clip else y
+
+
 def _apply_geometry(images: np.ndarray, geo: Geometry) -> np.ndarray:
   """uint8 [n, H, W, C] -> uint8 [n, H', W', C]."""
   if geo.crop:

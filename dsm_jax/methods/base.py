@@ -34,6 +34,7 @@ class Method:
   plot(samples, params, sample_dir) -> [paths]   pictures beyond the default
   score(params) -> score_fn(x, sigma)       the model's score as its sampler uses it
   loss(params, key, batch) -> (loss, aux)    a one-network method's objective (its step is loss_step of it)
+  draw(params, key, n) -> {set: array}       the compiled sampler of one batch of n chains (sampling.compile_draw)
   params: {name: EMA (or raw) parameters}, as the trainer hands them over.
   """
   name: str
@@ -45,6 +46,7 @@ class Method:
   plot: Optional[Callable] = None
   score: Optional[Callable] = None
   loss: Optional[Callable] = None
+  draw: Optional[Callable] = None
   slots: dict = dataclasses.field(default_factory=dict)
 
 

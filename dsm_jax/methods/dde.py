@@ -416,4 +416,4 @@ def build(config, dataset) -> Method:
   per_step = {"Ep": pre_steps / max(t.n_iters, 1), "Eq": (pre_steps + q_steps * rounds) / max(t.n_iters, 1),
               "G": g_steps * rounds / max(t.n_iters, 1)}
   return Method(name="dde", init=init, step=step, networks=per_step, sample=sample, evaluate=evaluate, plot=plot,
-                score=score_of)
+                score=score_of, draw=draw)

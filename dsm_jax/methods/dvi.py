@@ -281,7 +281,7 @@ def build(config, dataset) -> Method:
     return paths
 
   return Method(name=config.method, init=init, step=step, networks={"G": 1, "F": f_steps}, sample=sample,
-                evaluate=evaluate, plot=plot)
+                evaluate=evaluate, plot=plot, draw=draw)
 
 
 # ------------------------------------------------------------------------------------ evaluation helpers

@@ -203,11 +203,13 @@ def build(config, dataset) -> Method:
       res = {k: np.asarray(dataset.to_unit(v)) for k, v in res.items()}
     return res
 
+  neg_energy = jax.jit(lambda p, x: -energy(p, x))  # the OOD score: higher = more in-distribution
+
   def evaluate(params, key, samples):
     if images:
       out = image_eval.evaluate(config, dataset, samples["x"])
-      neg_energy = jax.jit(lambda x: -energy(params["energy"], x))  # higher = more in-distribution
-      out.update(ood.ood_eval(neg_energy, dataset, jax.random.fold_in(key, 0x00D), n=int(config.eval.ood_n),
+      score = lambda x: neg_energy(params["energy"], x)
+      out.update(ood.ood_eval(score, dataset, jax.random.fold_in(key, 0x00D), n=int(config.eval.ood_n),
                               tfds_names=tuple(config.eval.ood_datasets), data_dir=getattr(dataset, "data_dir", None)))
       return out
     out = {}
@@ -246,4 +248,4 @@ def build(config, dataset) -> Method:
     return fields.score_from_energy(lambda x, _s: energy(params["energy"], x))
 
   return Method(name="mdsm", init=init, step=loss_step("energy", loss), networks={"energy": 1}, loss=loss, sample=sample,
-                evaluate=evaluate, plot=plot, score=score_of)
+                evaluate=evaluate, plot=plot, score=score_of, draw=draw)

@@ -173,4 +173,4 @@ def build(config, dataset) -> Method:
     return lambda x, sig: score(params["score"], x, sig)
 
   return Method(name="ncsn", init=init, step=loss_step("score", loss), networks={"score": 1}, loss=loss, sample=sample,
-                evaluate=evaluate, plot=plot, score=score_of)
+                evaluate=evaluate, plot=plot, score=score_of, draw=draw_model)

@@ -99,4 +99,4 @@ def build(config, dataset) -> Method:
     return [viz.scatter_2d(f"{sample_dir}/samples.png", samples["x"], ld, f"{objective.upper()} samples", lim)]
 
   return Method(name=objective, init=init, step=loss_step("score", loss), networks={"score": 1}, loss=loss, sample=sample,
-                evaluate=evaluate, plot=plot)
+                evaluate=evaluate, plot=plot, draw=draw)

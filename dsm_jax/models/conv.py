@@ -5,7 +5,7 @@ loss), so its activation must be smooth (swish / softplus / elu / tanh; not relu
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from dsm_jax.models import layers
 from dsm_jax.models.mlp import ACTIVATIONS, activation
-from dsm_jax.models.registry import choice, flag, image_shape, pos_int, register_model, widths
+from dsm_jax.models.registry import choice, dtype, flag, image_shape, pos_int, register_model, widths
 
 
 class ConvEnergy(nn.Module):
@@ -24,6 +24,7 @@ class ConvEnergy(nn.Module):
   hidden: int = 128
   act: str = "swish"
   quadratic: bool = True
+  dtype: Any = jnp.float32  # compute dtype; parameters and the energy float32
 
   @nn.compact
   def __call__(self, x: jax.Array, sigma: Optional[jax.Array] = None) -> jax.Array:
@@ -31,10 +32,10 @@ class ConvEnergy(nn.Module):
     f = activation(self.act)
     h = x
     for i, c in enumerate(self.features):
-      h = f(layers.Conv(c, 3, strides=1 if i == 0 else 2)(h))
+      h = f(layers.Conv(c, 3, strides=1 if i == 0 else 2, dtype=self.dtype)(h))
     h = h.reshape(h.shape[0], -1)
-    h = f(nn.Dense(self.hidden)(h))
-    e = nn.Dense(1)(h)[:, 0]
+    h = f(nn.Dense(self.hidden, dtype=self.dtype)(h))
+    e = nn.Dense(1, dtype=self.dtype)(h)[:, 0].astype(jnp.float32)
     if self.quadratic:
       c = self.param("quad", nn.initializers.constant(-3.0), ())
       e = e + 0.5 * nn.softplus(c) * jnp.sum(x.reshape(x.shape[0], -1) ** 2, axis=-1)
@@ -49,6 +50,7 @@ class ConvGenerator(nn.Module):
   features: Sequence[int] = (64, 32, 16)
   act: str = "relu"
   out_act: str = "sigmoid"
+  dtype: Any = jnp.float32  # compute dtype; parameters and the images float32
 
   @nn.compact
   def __call__(self, z: jax.Array, cond: Optional[jax.Array] = None) -> jax.Array:
@@ -56,10 +58,10 @@ class ConvGenerator(nn.Module):
     f = activation(self.act)
     h_img, w_img, c_img = self.image_shape
     bh, bw = h_img // 4, w_img // 4
-    h = f(nn.Dense(bh * bw * self.features[0])(z)).reshape(z.shape[0], bh, bw, self.features[0])
-    for c in self.features[1:3]:
-      h = f(nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME")(h))
-    out = layers.Conv(c_img, 3)(h)
+    h = f(nn.Dense(bh * bw * self.features[0], dtype=self.dtype)(z)).reshape(z.shape[0], bh, bw, self.features[0])
+    for c in self.features[1:3]:  # a transposed convolution upsamples: not the one Conv layer's op
+      h = f(nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype)(h))
+    out = layers.Conv(c_img, 3, dtype=self.dtype)(h).astype(jnp.float32)
     if self.out_act == "sigmoid":
       return nn.sigmoid(out)
     if self.out_act == "tanh":
@@ -68,16 +70,17 @@ class ConvGenerator(nn.Module):
 
 
 # ------------------------------------------------------------------------------------ registry
-@register_model("conv_energy", features=(32, 64, 64), hidden=128, act="swish", quadratic=True)
+@register_model("conv_energy", features=(32, 64, 64), hidden=128, act="swish", quadratic=True, dtype="float32")
 def _conv_energy(cfg, shape, prefix):
   image_shape(shape, "conv_energy", prefix, 4)
   return ConvEnergy(features=widths(cfg, "features", prefix), hidden=pos_int(cfg, "hidden", prefix),
-                    act=choice(cfg, "act", prefix, ACTIVATIONS), quadratic=flag(cfg, "quadratic", prefix))
+                    act=choice(cfg, "act", prefix, ACTIVATIONS), quadratic=flag(cfg, "quadratic", prefix),
+                    dtype=dtype(cfg, prefix))
 
 
-@register_model("conv_generator", features=(64, 32, 16), act="relu", out_act="sigmoid")
+@register_model("conv_generator", features=(64, 32, 16), act="relu", out_act="sigmoid", dtype="float32")
 def _conv_generator(cfg, shape, prefix):
   image_shape(shape, "conv_generator", prefix, 4)
   return ConvGenerator(image_shape=shape, features=widths(cfg, "features", prefix),
                        act=choice(cfg, "act", prefix, ACTIVATIONS),
-                       out_act=choice(cfg, "out_act", prefix, ("sigmoid", "tanh", "none")))
+                       out_act=choice(cfg, "out_act", prefix, ("sigmoid", "tanh", "none")), dtype=dtype(cfg, prefix))

@@ -4,10 +4,11 @@ one Dense to prod(out_shape).
 
 As a density estimator (out_shape = ()), a scalar energy u(x) (p ∝ exp(-u)) of the flattened input; with
 quadratic=True it adds 1/2 softplus(c) ||x||^2, which keeps exp(-u) normalisable (not in the reference). As a
-generator, G(z) reshaped to out_shape, then out_act ('sigmoid' for images in [0, 1], 'tanh', 'none')."""
+generator, G(z) reshaped to out_shape, then out_act ('sigmoid' for images in [0, 1], 'tanh', 'none'). `dtype` is the
+compute dtype of the dense layers (bfloat16 on accelerators); parameters and outputs are float32."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dsm_jax.models.mlp import ACTIVATIONS, activation
-from dsm_jax.models.registry import choice, flag, pos_int, register_model
+from dsm_jax.models.registry import choice, dtype, flag, pos_int, register_model
 
 OUT_ACTS = ("sigmoid", "tanh", "none")
 
@@ -27,15 +28,16 @@ class DenseNet(nn.Module):
   act: str = "softplus"
   out_act: str = "none"
   quadratic: bool = True
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: Optional[jax.Array] = None) -> jax.Array:
     del cond
     f = activation(self.act)
-    h = x.reshape(x.shape[0], -1)
+    h = x.reshape(x.shape[0], -1).astype(self.dtype)
     for _ in range(self.n_layers):
-      h = jnp.concatenate([f(nn.Dense(self.hidden)(h)), h], axis=-1)
-    out = nn.Dense(int(np.prod(self.out_shape)) if self.out_shape else 1)(h)
+      h = jnp.concatenate([f(nn.Dense(self.hidden, dtype=self.dtype)(h)), h], axis=-1)
+    out = nn.Dense(int(np.prod(self.out_shape)) if self.out_shape else 1, dtype=self.dtype)(h).astype(jnp.float32)
     if not self.out_shape:  # an energy
       e = out[:, 0]
       if self.quadratic:
@@ -50,9 +52,11 @@ class DenseNet(nn.Module):
     return out
 
 
-@register_model("dense_net", hidden=256, n_layers=16, act="softplus", out_act="none", quadratic=True)
+@register_model("dense_net", hidden=256, n_layers=16, act="softplus", out_act="none", quadratic=True,
+                dtype="float32")
 def _dense_net(cfg, shape, prefix, generator: bool = False):
   """generator=True: G(z) with the data's shape; else the scalar energy of x."""
   return DenseNet(out_shape=tuple(shape) if generator else (), hidden=pos_int(cfg, "hidden", prefix),
                   n_layers=pos_int(cfg, "n_layers", prefix), act=choice(cfg, "act", prefix, ACTIVATIONS),
-                  out_act=choice(cfg, "out_act", prefix, OUT_ACTS), quadratic=flag(cfg, "quadratic", prefix))
+                  out_act=choice(cfg, "out_act", prefix, OUT_ACTS), quadratic=flag(cfg, "quadratic", prefix),
+                  dtype=dtype(cfg, prefix))

@@ -1,4 +1,4 @@
-"""NCSN's noise-conditional RefineNet (Song & Ermon 2019, Appendix B.1), NHWC.
+"""NCSN's noise-conditional RefineNet (Song & Ermon 2019, Appendix A.3), NHWC.
 
 Structure follows the public reference (ermongroup/ncsn, models/cond_refinenet_dilated.py):
 
@@ -56,7 +56,7 @@ def _cin_plus_init(num_features: int):
 
 
 class CondInstanceNormPlus(nn.Module):
-  """Conditional instance normalisation++ (NCSN eq. in App. B.1), NHWC.
+  """Conditional instance normalisation++ (NCSN Appendix A.1), NHWC.
 
   z = gamma[y] * (IN(x) + alpha[y] * (mu - mean_c(mu)) / std_c(mu)) + beta[y], where mu are the
   per-channel spatial means of x; IN uses the biased variance, std_c the unbiased one across channels

@@ -39,7 +39,7 @@ Image side must be divisible by 2^(len(ch_mult) - 1): 28 -> 14 -> 7 with ch_mult
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import chex
 import flax.linen as nn
@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from dsm_jax.models import layers
-from dsm_jax.models.registry import flag, image_shape, number, pos_int, register_model, widths
+from dsm_jax.models.registry import dtype, flag, image_shape, number, pos_int, register_model, widths
 from dsm_jax.validation import ConfigError
 
 SUPPORTED_SIZES = (28, 32, 64)
@@ -55,9 +55,10 @@ PHI_KEYS = ("embed", "encoder", "decoder")
 GAMMA_KEY = "semantic"
 
 
-def Conv(features: int, kernel: int = 3, kernel_init: Callable = nn.initializers.lecun_normal()) -> nn.Module:
+def Conv(features: int, kernel: int = 3, kernel_init: Callable = nn.initializers.lecun_normal(),
+         dtype: Any = jnp.float32) -> nn.Module:
   """k x k stride-1 'SAME' convolution with bias (lecun-normal kernel, zero bias): models/layers.py's Conv."""
-  return layers.Conv(features, kernel, kernel_init=kernel_init)
+  return layers.Conv(features, kernel, kernel_init=kernel_init, dtype=dtype)
 
 
 def _downsample(x):
@@ -87,39 +88,42 @@ class GroupNorm(nn.Module):
   def __call__(self, x):
     b, h, w, c = x.shape
     g = self.num_groups
-    xg = x.reshape(b, h, w, g, c // g)
+    dtype = x.dtype
+    xg = x.astype(jnp.float32).reshape(b, h, w, g, c // g)  # statistics in float32 whatever the compute dtype
     mean = jnp.mean(xg, axis=(1, 2, 4), keepdims=True)
     var = jnp.mean(jnp.square(xg - mean), axis=(1, 2, 4), keepdims=True)
     xg = (xg - mean) * jax.lax.rsqrt(var + self.eps)
     scale = self.param("scale", nn.initializers.ones, (c,))
     bias = self.param("bias", nn.initializers.zeros, (c,))
-    return xg.reshape(b, h, w, c) * scale + bias
+    return (xg.reshape(b, h, w, c) * scale + bias).astype(dtype)
 
 
 class SigmaEmbed(nn.Module):
   dim: int
   n_freq: int = 16
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, sigma):
-    h = nn.Dense(self.dim)(sigma_fourier(sigma, self.n_freq))
-    return nn.Dense(self.dim)(nn.silu(h))
+    h = nn.Dense(self.dim, dtype=self.dtype)(sigma_fourier(sigma, self.n_freq))
+    return nn.Dense(self.dim, dtype=self.dtype)(nn.silu(h))
 
 
 class ResBlock(nn.Module):
   out_ch: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, emb: Optional[jax.Array] = None):
     h = nn.silu(GroupNorm(num_groups=_groups(x.shape[-1]))(x))
-    h = Conv(self.out_ch)(h)
+    h = Conv(self.out_ch, dtype=self.dtype)(h)
     if emb is not None:
-      h = h + nn.Dense(self.out_ch)(nn.silu(emb))[:, None, None, :]
+      h = h + nn.Dense(self.out_ch, dtype=self.dtype)(nn.silu(emb))[:, None, None, :]
     h = nn.silu(GroupNorm(num_groups=_groups(self.out_ch))(h))
-    h = Conv(self.out_ch)(h)
+    h = Conv(self.out_ch, dtype=self.dtype)(h)
     if x.shape[-1] != self.out_ch:
-      x = Conv(self.out_ch, kernel=1)(x)
-    return x + h
+      x = Conv(self.out_ch, kernel=1, dtype=self.dtype)(x)
+    return x.astype(self.dtype) + h
 
 
 def _upsample(x):
@@ -135,22 +139,23 @@ class Encoder(nn.Module):
   num_res_blocks: int
   latent_dim: int
   latent_norm: bool
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, emb):
-    h = Conv(self.nf)(x)
+    h = Conv(self.nf, dtype=self.dtype)(x)
     n_levels = len(self.ch_mult)
     skips = [h] if n_levels > 1 else []
     for i, mult in enumerate(self.ch_mult):
       for _ in range(self.num_res_blocks):
-        h = ResBlock(self.nf * mult)(h, emb)
+        h = ResBlock(self.nf * mult, self.dtype)(h, emb)
         if i < n_levels - 1:
           skips.append(h)
       if i < n_levels - 1:
-        h = Conv(h.shape[-1])(_downsample(h))
-    h = ResBlock(h.shape[-1])(h, emb)
+        h = Conv(h.shape[-1], dtype=self.dtype)(_downsample(h))
+    h = ResBlock(h.shape[-1], self.dtype)(h, emb)
     h = nn.silu(GroupNorm(num_groups=_groups(h.shape[-1]))(h))
-    z = nn.Dense(self.latent_dim)(h.reshape(h.shape[0], -1))
+    z = nn.Dense(self.latent_dim, dtype=self.dtype)(h.reshape(h.shape[0], -1)).astype(jnp.float32)
     if self.latent_norm:
       z = (z - jnp.mean(z, -1, keepdims=True)) * jax.lax.rsqrt(jnp.var(z, -1, keepdims=True) + 1e-6)
     return z, tuple(skips)
@@ -162,6 +167,7 @@ class Decoder(nn.Module):
   ch_mult: Tuple[int, ...]
   num_res_blocks: int
   image_shape: Tuple[int, int, int]
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z, skips, emb):
@@ -169,21 +175,21 @@ class Decoder(nn.Module):
     f = 2 ** (n_levels - 1)
     hh, ww, c_img = self.image_shape[0] // f, self.image_shape[1] // f, self.image_shape[2]
     c_low = self.nf * self.ch_mult[-1]
-    h = nn.Dense(hh * ww * c_low)(z).reshape(z.shape[0], hh, ww, c_low)
-    h = ResBlock(c_low)(h, emb)
+    h = nn.Dense(hh * ww * c_low, dtype=self.dtype)(z).reshape(z.shape[0], hh, ww, c_low)
+    h = ResBlock(c_low, self.dtype)(h, emb)
     skips = list(skips)
     for i in reversed(range(n_levels)):
       if i < n_levels - 1:  # finer levels: skips from f_alpha (num_res_blocks per level, plus conv_in)
         for _ in range(self.num_res_blocks + (1 if i == 0 else 0)):
-          h = ResBlock(self.nf * self.ch_mult[i])(jnp.concatenate([h, skips.pop()], axis=-1), emb)
+          h = ResBlock(self.nf * self.ch_mult[i], self.dtype)(jnp.concatenate([h, skips.pop()], axis=-1), emb)
       else:
         for _ in range(self.num_res_blocks):
-          h = ResBlock(self.nf * self.ch_mult[i])(h, emb)
+          h = ResBlock(self.nf * self.ch_mult[i], self.dtype)(h, emb)
       if i > 0:
-        h = Conv(h.shape[-1])(_upsample(h))
+        h = Conv(h.shape[-1], dtype=self.dtype)(_upsample(h))
     assert not skips, "every skip connection is used"
     h = nn.silu(GroupNorm(num_groups=_groups(h.shape[-1]))(h))
-    return Conv(c_img, kernel_init=nn.initializers.zeros)(h)
+    return Conv(c_img, kernel_init=nn.initializers.zeros, dtype=self.dtype)(h).astype(jnp.float32)
 
 
 class SemanticDecoder(nn.Module):
@@ -192,6 +198,7 @@ class SemanticDecoder(nn.Module):
   ch_mult: Tuple[int, ...]
   num_res_blocks: int
   image_shape: Tuple[int, int, int]
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z):
@@ -199,14 +206,14 @@ class SemanticDecoder(nn.Module):
     f = 2 ** (n_levels - 1)
     hh, ww, c_img = self.image_shape[0] // f, self.image_shape[1] // f, self.image_shape[2]
     c_low = self.nf * self.ch_mult[-1]
-    h = nn.Dense(hh * ww * c_low)(z).reshape(z.shape[0], hh, ww, c_low)
+    h = nn.Dense(hh * ww * c_low, dtype=self.dtype)(z).reshape(z.shape[0], hh, ww, c_low)
     for i in reversed(range(n_levels)):
       for _ in range(self.num_res_blocks):
-        h = ResBlock(self.nf * self.ch_mult[i])(h)
+        h = ResBlock(self.nf * self.ch_mult[i], self.dtype)(h)
       if i > 0:
-        h = Conv(h.shape[-1])(_upsample(h))
+        h = Conv(h.shape[-1], dtype=self.dtype)(_upsample(h))
     h = nn.silu(GroupNorm(num_groups=_groups(h.shape[-1]))(h))
-    return Conv(c_img)(h)
+    return Conv(c_img, dtype=self.dtype)(h).astype(jnp.float32)
 
 
 class UNetDAE(nn.Module):
@@ -218,6 +225,7 @@ class UNetDAE(nn.Module):
   latent_dim: int = 128
   latent_norm: bool = True
   sigma_data: float = 0.5
+  dtype: Any = jnp.float32  # compute dtype (bfloat16 on accelerators); parameters, norms and outputs float32
 
   def setup(self):
     h, w, _ = self.image_shape
@@ -225,10 +233,10 @@ class UNetDAE(nn.Module):
     if h % f or w % f:
       raise ValueError(f"image {h}x{w} is not divisible by 2^(len(ch_mult) - 1) = {f}")
     ch_mult = tuple(self.ch_mult)
-    self.embed = SigmaEmbed(4 * self.nf)
-    self.encoder = Encoder(self.nf, ch_mult, self.num_res_blocks, self.latent_dim, self.latent_norm)
-    self.decoder = Decoder(self.nf, ch_mult, self.num_res_blocks, tuple(self.image_shape))
-    self.semantic = SemanticDecoder(self.nf, ch_mult, self.num_res_blocks, tuple(self.image_shape))
+    self.embed = SigmaEmbed(4 * self.nf, dtype=self.dtype)
+    self.encoder = Encoder(self.nf, ch_mult, self.num_res_blocks, self.latent_dim, self.latent_norm, self.dtype)
+    self.decoder = Decoder(self.nf, ch_mult, self.num_res_blocks, tuple(self.image_shape), self.dtype)
+    self.semantic = SemanticDecoder(self.nf, ch_mult, self.num_res_blocks, tuple(self.image_shape), self.dtype)
 
   def _check(self, x, sigma):
     chex.assert_rank(x, 4)
@@ -310,7 +318,7 @@ def max_levels(image_shape: Sequence[int]) -> int:
 
 
 @register_model("unet_dae", nf=64, ch_mult=(1, 2, 2, 2), num_res_blocks=2, latent_dim=128, latent_norm=True,
-                sigma_data=0.5)
+                sigma_data=0.5, dtype="float32")
 def _unet_dae(cfg, shape, prefix):
   """Denoising-EBM's U-Net DAE r_phi = g_beta o f_alpha with the semantic decoder h_gamma."""
   image_shape(shape, "unet_dae", prefix)
@@ -324,4 +332,4 @@ def _unet_dae(cfg, shape, prefix):
                                            f"{shape[0]}x{shape[1]} image allows at most {max_levels(shape)} levels")
   return UNetDAE(image_shape=shape, nf=cfg.nf, ch_mult=cm, num_res_blocks=cfg.num_res_blocks,
                  latent_dim=cfg.latent_dim, latent_norm=flag(cfg, "latent_norm", prefix),
-                 sigma_data=number(cfg, "sigma_data", prefix, positive=True))
+                 sigma_data=number(cfg, "sigma_data", prefix, positive=True), dtype=dtype(cfg, prefix))

@@ -14,6 +14,7 @@ saved step continues exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -302,8 +303,9 @@ def _check_meta(meta: dict, now: dict, directory: str) -> None:
 
 class Program:
   """What the trainer compiles for (config, method, dataset): the data mesh, the initial state, and
-  `run(state, steps, stop=None) -> (state, metrics)` for the steps `steps` (a chunk: their batches are built
-  here, the metrics come back on the host). In 'loop' mode `stop()` is asked after each step and ends the chunk
+  `run(state, steps, stop=None, next_steps=None) -> (state, metrics)` for the steps `steps` (a chunk: their batches
+  are built here, the metrics come back on the host). Host-fed batches of `next_steps` are built on a background
+  thread while the device runs this chunk. In 'loop' mode `stop()` is asked after each step and ends the chunk
   early when it says so. benchmarks/ time exactly this."""
 
   def __init__(self, config, method, dataset):
@@ -330,6 +332,8 @@ class Program:
         return step_fn(st, batch)
       return jax.lax.scan(body, state, xs)
 
+    self._pool = None if in_graph else concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batches")
+    self._pending = None  # (steps, future) of the prefetched chunk
     self.mode = platform.chunk_mode(config, host_fed=not in_graph)
     if self.mode == "loop":  # one compiled step per call: the same pure step function, so the same updates
       self.step_jit = jax.jit(step_fn, in_shardings=(repl, self.step_sh), out_shardings=(repl, repl),
@@ -342,8 +346,17 @@ class Program:
     """The chunk's inputs: the step numbers (data drawn in the step) or the host's batches of those steps."""
     return steps if self.in_graph else self.dataset.host_batches(steps, self.batch_size)
 
-  def run(self, state, steps: np.ndarray, stop: Optional[Callable[[], bool]] = None):
-    xs = self.batches(steps)
+  def _inputs(self, steps: np.ndarray):
+    pending, self._pending = self._pending, None
+    if pending is not None and np.array_equal(pending[0], steps):
+      return pending[1].result()
+    return self.batches(steps)
+
+  def run(self, state, steps: np.ndarray, stop: Optional[Callable[[], bool]] = None,
+          next_steps: Optional[np.ndarray] = None):
+    xs = self._inputs(steps)
+    if self._pool is not None and next_steps is not None and len(next_steps):
+      self._pending = (next_steps, self._pool.submit(self.batches, next_steps))  # overlaps the device's work
     if self.mode == "scan":
       if self.multi and not self.in_graph:  # every host computes the global batch; each gives its devices' slices
         xs = jax.make_array_from_callback(xs.shape, self.batch_sh, lambda idx, a=xs: a[idx])
@@ -359,6 +372,10 @@ class Program:
         break
     rows = jax.device_get(rows)  # one fetch after the loop: the steps still dispatch asynchronously
     return state, jax.tree_util.tree_map(lambda *a: np.stack(a), *rows)
+
+  def close(self) -> None:
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def train(config, workdir: str, method, dataset, progress: Optional[bool] = None) -> TrainResult:
@@ -396,12 +413,15 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
     ckpt.save(at, state, {"step": at, **meta_now, "window": window.to_json()})
 
   try:
+    def chunk_end(s: int) -> int:
+      return min(total, _next_multiple(s, t.log_every), _next_multiple(s, t.ckpt_every), s + t.steps_per_call)
+
     with _StopSignals() as signals:
       while step < total:
-        nxt = min(total, _next_multiple(step, t.log_every), _next_multiple(step, t.ckpt_every),
-                  step + t.steps_per_call)
+        nxt = chunk_end(step)
         tic = time.perf_counter()
-        state, m = program.run(state, np.arange(step, nxt, dtype=np.int32), lambda: signals.received is not None)
+        state, m = program.run(state, np.arange(step, nxt, dtype=np.int32), lambda: signals.received is not None,
+                               next_steps=np.arange(nxt, chunk_end(nxt), dtype=np.int32))
         dt = time.perf_counter() - tic
         k = len(m["loss"])
         bad = np.nonzero(np.asarray(m["nonfinite"]) > 0)[0]
@@ -435,6 +455,7 @@ def train(config, workdir: str, method, dataset, progress: Optional[bool] = None
       bar.close()
     tb.close()
     ckpt.close()
+    program.close()
   return TrainResult(state=state, restored_step=restored_step, mesh=program.mesh)
 
 
