@@ -41,7 +41,7 @@ VENDOR_PEAK = {"H100": {"float32": 494e12, "bfloat16": 989e12}, "H200": {"float3
 TINY = {"model.ngf": 4, "model.nf": 4, "model.channels": (4, 8, 8), "model.hidden": 8, "model.n_layers": 2,
         "model.dde.hidden": 8, "model.dde.n_layers": 2, "model.generator.hidden": 8, "model.generator.n_layers": 2,
         "model.ch_mult": (1, 2), "model.num_res_blocks": 1, "model.latent_dim": 8, "training.batch_size": 6,
-        "training.n_chains": 2, "training.latent_steps": 1, "training.pixel_steps": 1}
+        "training.q_steps": 2, "training.n_chains": 2, "training.latent_steps": 1, "training.pixel_steps": 1}
 
 
 def _set(config, key, value) -> bool:
@@ -98,6 +98,7 @@ def config_row(name: str, dtype: str, tiny: bool, chunk: int) -> dict:
   for k, v in (("n_steps_each", 2), ("n_flat", 2), ("n_decay", 2), ("n_cool", 2), ("latent_steps", 2),
                ("pixel_steps", 2)):
     _set(config, f"sampling.{k}", v)
+  _set(config, "sampling.pixel_only", False)  # debm: time the two-stage chain alone
   config.runtime.chunk_mode = "scan"
   platform.apply(config)
   dataset = images.StandIn(images.example_shape(config.data), config.data.scale)

@@ -23,7 +23,8 @@ def get_config():
   m.latent_dim = 2            # z ~ N(0, I_2) ((ref) --n_input 2 on the toys)
   m.latent_std = 1.0          # (ref) z ~ N(0, I); G sees latent_std * z
   m.base_energy = "none"      # (ref) the DDEs are networks alone; 'gaussian' adds the data's smoothed Gaussian fit
-  m.dde = models.section("energy_mlp",  # E = -u, u an MLP energy with a quadratic term (normalisable exp(E / sigma^2))
+  m.dde = models.section("energy_mlp",  # E = -u, u an MLP energy with a quadratic term (normalisable exp(E / sigma^2));
+                                        # (ref) DenseNetModule, 25 layers of 32 ('dense_net' here)
                          hidden=(128, 128), act="softplus",  # (ref) softplus DDEs (--dde_activation default)
                          quadratic=True)
   m.generator = models.section("generator_mlp", hidden=(128, 128), act="elu",
@@ -37,8 +38,9 @@ def get_config():
   t.log_every = 100
   t.ckpt_every = 1000
   t.steps_per_call = 100
-  t.p_steps = 2000            # E_p pre-training steps on data, then frozen (project choice; the reference keeps
-                              # training E_p during the rounds)
+  t.ep_training = "pretrain"  # E_p pre-trained on data for p_steps, then frozen (ref: 'joint', E_p trains in every
+                              # round; docs/RESULTS.md has the toy run both ways)
+  t.p_steps = 2000            # E_p (and E_q) pre-training steps
   t.q_steps = 5               # E_q steps per round (project choice; (ref) 10 DDE steps per generator step)
   t.g_steps = 1               # generator steps per round ((ref) 1)
   t.gen_batch_size = 512      # z per E_q / generator step (project choice; (ref) the data batch size, 2048)

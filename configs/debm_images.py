@@ -28,8 +28,9 @@ def debm_image_config(dataset: str, latent_steps: int, pixel_steps: int, ch_mult
   m.sigma_min = 0.01           # [paper] ... to 0.01
   m.num_scales = 128           # [paper] S = 128
   m.dae_weight = "none"        # [paper] DAE loss || r_phi(x~, sigma) - x ||^2, unweighted
-  m.sigma_latent = 0.1         # [choice] one fixed sigma per stage, shared by training, sampling and the
-  m.sigma_pixel = 0.1          #          contrastive terms; 0.1 keeps eta_2 = 0.01 stable (eta_2/(2 sigma^2) = 0.5)
+  m.sigma_latent = 0.1         # [choice] one fixed sigma per chain stage, the same in training and sampling;
+  m.sigma_pixel = 0.1          #          0.1 keeps eta_2 = 0.01 stable (the drift moves x eta_2 / sigma^2 = 1 of
+                               #          the way to r_phi(x))
 
   t = config.training
   t.n_iters = 100000           # [choice] the paper's iteration count is not in the text we have
@@ -46,7 +47,11 @@ def debm_image_config(dataset: str, latent_steps: int, pixel_steps: int, ch_mult
                                #         terms (Du & Mordatch 2019), bounding the sample energy (debm.py)
   t.eta_latent = 0.1           # [paper] eta_1 of the training chains (sampling.eta_latent is the sampler's) ...
   t.eta_pixel = 0.01           # [paper] ... and eta_2
-  t.noise_scale = 1.0          # [choice] x - eta/2 grad U + sqrt(eta) w: unadjusted Langevin with step eta
+  t.step_rule = "paper"        # [paper] x - eta grad U + sqrt(2 eta) e (eqs. 6, 15, 16; Alg. 1 lines 8, 12);
+                               #         'half' is x - eta/2 grad U + sqrt(eta) e (half the step)
+  t.noise_scale = 1.0          # [paper] the noise term at full size (unadjusted Langevin)
+  t.contrastive_sigma = "per_example"  # [paper] each example's sigma_i in the contrastive terms (Alg. 1 lines
+                               #         14-17); 'chain': the chains' sigma_latent / sigma_pixel
   t.dae_pretrain = 0           # [paper] none; P > 0 runs only the L DAE / decoder steps in the first P iterations
   t.n_chains = 0               # [choice] 0: batch_size / L chains (the size of one DAE minibatch)
   t.log_every = 100
@@ -58,11 +63,15 @@ def debm_image_config(dataset: str, latent_steps: int, pixel_steps: int, ch_mult
   s.pixel_steps = pixel_steps  # [paper] T
   s.eta_latent = 0.1           # [paper] eta_1 = 0.1
   s.eta_pixel = 0.01           # [paper] eta_2 = 0.01
-  s.noise_scale = 1.0          # [choice] as training.noise_scale
+  s.step_rule = "paper"        # [paper] as training.step_rule
+  s.noise_scale = 1.0          # [paper] as training.noise_scale
   s.final_denoise = True       # [choice] output r_phi(x^T, sigma_pixel), the DAE's posterior mean
   s.latent_init = "normal"     # [paper] z^0 ~ N(0, I); 'data_gaussian': the Gaussian of the training codes
   s.latent_fit_n = 2000        # training images whose codes 'data_gaussian' fits
-  s.pixel_only = True          # [paper] pixel-only Langevin from noise, K + T steps, for comparison
+  s.pixel_only = True          # [paper] the pixel-only baselines: Fig. 5's (below) and [choice] one with the
+                               #         two-stage chain's K + T network evaluations from uniform noise
+  s.pixel_only_steps = 500     # [paper] Fig. 5: pixel Langevin on U_c from N(0, I) for hundreds of steps
+  s.pixel_only_n = 0           # chains of Fig. 5's baseline (0: sampling.n_samples)
   s.n_samples = 1000           # [choice] for feature FID/KID
   s.batch_size = 100           # chains per compiled sampler call
   s.n_traj = 8                 # chains shown in the trajectory strips (Fig. 5)

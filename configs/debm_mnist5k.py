@@ -37,4 +37,6 @@ def get_config():
   s.n_samples = 500
   s.batch_size = 250
   s.eta_latent = 0.001       # [choice] the sampler's eta_1 (the paper: 0.1; see above)
+  s.pixel_only_steps = 300   # Fig. 5's pixel-only baseline: 300 steps from N(0, I) ...
+  s.pixel_only_n = 100       # ... for 100 chains (compare its kid_feat: KID does not depend on the sample count)
   return config

@@ -10,7 +10,11 @@ fragments (feature FID 382 with the cooling phase vs 160 without it, docs/log/).
 Not in the paper: model.base_energy = 'gaussian' (the network corrects the MDSM-optimal quadratic energy of the
 data's Gaussian fit: feature FID 155 -> 125, docs/log/). ResNet-12 at 4,000 steps reaches feature FID 67 where a
 6-block ResNet at 4,500 steps gave 88 (docs/log/). One device: with two host devices XLA's CPU all-reduce
-stalled and aborted 4 times in 17 minutes on this network."""
+stalled and aborted 4 times in 17 minutes on this network.
+The digits stay 28x28 (data.pad_to = 0): the reference pads MNIST to 32x32 (data/mnist_32.py, Pad(2)) because its
+pooling needs even sides at every stage; dsm_jax's ResNet pools 28 -> 14 -> 7 -> 4 with ceil and ends on the same
+4x4 map, so the parameters are the same. --config.data.pad_to=32 runs the reference's geometry at 1.26x the FLOPs:
+319 against 244 ms per training step here (benchmarks/bench_train.py, CPU-2, 2026-12-07)."""
 from configs.mdsm_images import RESNET12, mdsm_image_config
 
 

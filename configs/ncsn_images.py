@@ -10,7 +10,7 @@ def ncsn_image_config(dataset: str, ngf: int):
   d.dataset = dataset
   d.scale = "01"             # NCSN models images in [0, 1] (reference: logit_transform false)
   d.random_flip = False
-  d.dequantize = False
+  d.dequantize = True        # reference: X / 256 * 255 + U / 256 in training and test (runners/anneal_runner.py)
 
   m = config.model
   models.set_network(m, "refinenet",   # CondRefineNetDilated (Appendix A.3)

@@ -169,6 +169,61 @@ def annealed_langevin(score_fn, rng: Array, x0: Array, ladder: Array, eps: float
   return _finish(x, info, traj, return_traj)
 
 
+def annealed_mala(score_fn, rng: Array, x0: Array, ladder: Array, eps: float, n_steps_each: int,
+                  convention: str = "paper", final_denoise: bool = False, return_traj: bool = False,
+                  log_prob_fn=None) -> tuple[Array, dict]:
+  """Metropolis-adjusted annealed Langevin: annealed_langevin's proposal at each level,
+  y = x + alpha_i/2 s(x, sigma_i) + sqrt(alpha_i) z, accepted with probability
+  min(1, p_i(y) q(x|y) / (p_i(x) q(y|x))), q the Gaussian proposal kernel, so each level's T steps leave
+  p_{sigma_i} invariant whatever the step. A score network has no log-density: log p_i(y) - log p_i(x) is then
+  the line integral of the score along the segment from x to y by the trapezoid rule,
+  (s(x) + s(y)) . (y - x) / 2, exact when log p_i is quadratic; log_prob_fn(x, sigma) -> [B] gives the exact
+  difference instead. One score evaluation per step, as annealed_langevin (plus one per level at its start).
+  aux['accept'] [L, B]: each chain's acceptance rate at each level; aux['accept_rate']: the overall mean;
+  return_traj gives aux['trajectory'] [L, B, ...], the state at the end of every level."""
+  chex.assert_rank(jnp.asarray(ladder), 1)
+  ladder = jnp.asarray(ladder, x0.dtype)
+  alphas = annealed_alphas(ladder, eps, convention)
+  n_levels = ladder.shape[0]
+  keys = jax.random.split(rng, n_levels * n_steps_each).reshape((n_levels, n_steps_each, -1))
+  flat_sum = lambda a: jnp.sum(a.reshape(a.shape[0], -1), axis=-1)
+
+  def level(x, inp):
+    keys_l, sig, alpha = inp
+    sig_b = _full(sig, x)
+    log_p = (lambda v: log_prob_fn(v, sig_b)) if log_prob_fn is not None else None
+
+    def log_q(to, frm, s_frm):  # log N(to; frm + alpha/2 s(frm), alpha I), up to a constant
+      return -flat_sum(jnp.square(to - frm - 0.5 * alpha * s_frm)) / (2 * alpha)
+
+    def step(carry, key):
+      x, s, lp = carry
+      kz, ku = jax.random.split(key)
+      y = x + 0.5 * alpha * s + jnp.sqrt(alpha) * jax.random.normal(kz, x.shape, x.dtype)
+      s_y = score_fn(y, sig_b)
+      if log_p is None:  # trapezoid line integral of the score from x to y
+        lp_y = lp
+        d_log_p = 0.5 * flat_sum((s + s_y) * (y - x))
+      else:
+        lp_y = log_p(y)
+        d_log_p = lp_y - lp
+      log_ratio = d_log_p + log_q(x, y, s_y) - log_q(y, x, s)
+      accept = jnp.log(jax.random.uniform(ku, log_ratio.shape, log_ratio.dtype)) < log_ratio  # NaN: rejected
+      acc = accept.reshape(accept.shape + (1,) * (x.ndim - 1))
+      return (jnp.where(acc, y, x), jnp.where(acc, s_y, s), jnp.where(accept, lp_y, lp)), accept.astype(x.dtype)
+
+    lp0 = log_p(x) if log_p is not None else jnp.zeros(x.shape[:1], x.dtype)
+    (x, _, _), accepted = jax.lax.scan(step, (x, score_fn(x, sig_b), lp0), keys_l)
+    return x, (x, jnp.mean(accepted, axis=0))
+
+  x, (traj, accept) = jax.lax.scan(level, x0, (keys, ladder, alphas))
+  if final_denoise:
+    x = fields.tweedie_denoise(score_fn, x, _full(ladder[-1], x))
+  x, aux = _finish(x, {"accept": accept}, traj, return_traj)
+  aux["accept_rate"] = jnp.mean(accept)
+  return x, aux
+
+
 # ------------------------------------------------------------------------------------- tempered Langevin
 def tempered_langevin(score_fn, rng: Array, x0: Array, eps: float, temperatures, sigma=None,
                       final_denoise_sigma: Optional[float] = None, thin: int = 0) -> tuple[Array, dict]:

@@ -43,3 +43,13 @@ def standin_tfds(monkeypatch):
   monkeypatch.setattr(images, "_read_split", read_split)
   yield n
   images.clear_cache()
+
+
+@pytest.fixture(autouse=True)
+def _restore_default_conv_impl():
+  """The runner sets models/layers.py's default convolution form for its process (platform.apply); a test
+  that runs it must not change the form later tests trace with."""
+  from dsm_jax.models import layers
+  before = layers.default_conv_impl()
+  yield
+  layers.set_default_conv_impl(before)

@@ -89,7 +89,8 @@ def tiny_overrides(name: str, cache_dir: str) -> dict:
               "model.num_scales": 16, "training.batch_size": 6, "training.n_chains": 2,
               "training.latent_steps": 1, "training.pixel_steps": 1, "training.dae_pretrain": 1,
               "training.n_iters": 2, "sampling.n_samples": 4, "sampling.batch_size": 4, "sampling.latent_steps": 1,
-              "sampling.pixel_steps": 1, "sampling.n_traj": 2, "sampling.latent_fit_n": 8, "eval.ood_n": 16,
+              "sampling.pixel_steps": 1, "sampling.n_traj": 2, "sampling.latent_fit_n": 8, "sampling.pixel_only_steps": 2,
+              "eval.ood_n": 16,
               "eval.ood_batch_size": 16})
   else:
     raise AssertionError(f"no tiny settings for method {method!r} ({name}): add them here")

@@ -157,6 +157,59 @@ def tiny(name: str, **over):
   return config
 
 
+def test_fit_dde_on_batches_takes_one_step_per_batch():
+  """The joint E_p update: one (E2) step on each minibatch in turn, the same as stepping by hand."""
+  net = EnergyMLP(hidden=(8,), act="softplus", quadratic=False)
+  apply = lambda p, v: -net.apply(p, v)
+  state = NetState.from_settings(net.init(jax.random.PRNGKey(0), jnp.zeros((1, 2))), {"lr": 1e-2})
+  batches = _gauss_batches(jax.random.PRNGKey(1), 30).reshape(3, 10, 2)
+  key = jax.random.PRNGKey(2)
+  got, loss = dde.fit_dde_on_batches(apply, state, key, batches, SIGMA)
+  want, losses = state, []
+  for x, k in zip(batches, jax.random.split(key, 3)):
+    l, g = jax.value_and_grad(lambda q: dde.dde_loss(lambda v: apply(q, v), k, x, SIGMA))(want.params)
+    want, losses = want.apply_gradients(g), losses + [float(l)]
+  assert int(got.count) == 3
+  chex.assert_trees_all_close(got.params, want.params, rtol=1e-5, atol=1e-6)
+  assert float(loss) == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+@pytest.mark.parametrize("init", ["reference", "flax"])
+def test_dense_net_reference_form(init):
+  """The reference DenseNetModule: no quadratic term unless asked, and createLinear's initialisation
+  (Xavier-uniform weights, biases U(+-sqrt(3 / n_out))); 'flax' is LeCun-normal weights and zero biases."""
+  net = models.dense_net.DenseNet(hidden=64, n_layers=3, weight_init=init)
+  params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 200)))["params"]
+  assert "quad" not in params
+  k0, b0 = params["Dense_0"]["kernel"], params["Dense_0"]["bias"]  # 200 -> 64
+  if init == "reference":
+    assert float(jnp.max(jnp.abs(k0))) <= np.sqrt(6 / (200 + 64)) and float(jnp.std(k0)) == pytest.approx(
+        np.sqrt(2 / (200 + 64)), rel=0.05)
+    assert float(jnp.max(jnp.abs(b0))) <= np.sqrt(3 / 64) and float(jnp.std(b0)) == pytest.approx(1.0 / 8, rel=0.3)
+  else:
+    assert float(jnp.std(k0)) == pytest.approx(np.sqrt(1 / 200), rel=0.05) and not bool(jnp.any(b0))
+  quad = models.dense_net.DenseNet(hidden=8, n_layers=1, quadratic=True).init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))
+  assert "quad" in quad["params"]
+
+
+def test_joint_ep_training_steps_ep_in_every_round(tmp_path):
+  """training.ep_training = 'joint' (the reference): E_p takes q_steps steps per round, one per minibatch of the
+  round's data batch, so after 10 pre-training steps and 10 rounds of q_steps = 2 it has made 10 + 20 updates
+  and keeps changing between rounds; the generator and E_q as with 'pretrain'."""
+  config = tiny("dde_toy", **{"training.ep_training": "joint"})
+  wd = str(tmp_path / "joint")
+  run_lib.run(tiny("dde_toy", **{"training.ep_training": "joint", "training.n_iters": 15}), wd)
+  s15 = _state(wd, config)[1]
+  run_lib.run(config, wd)
+  s20 = _state(wd, config)[1]
+  nets = s20["nets"]
+  assert [int(nets[k].count) for k in ("Ep", "Eq", "G")] == [10 + 2 * 10, 10 + 2 * 10, 10]
+  assert not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+                 zip(jax.tree_util.tree_leaves(s15["nets"]["Ep"].params), jax.tree_util.tree_leaves(nets["Ep"].params)))
+  rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
+  assert all(np.isfinite(r["loss_p"]) for r in rows)
+
+
 def test_toy_runner_output_contract(tmp_path):
   wd = str(tmp_path / "dde_toy")
   res = run_lib.run(tiny("dde_toy"), wd)
@@ -299,10 +352,14 @@ def test_mnist5k_config_anneals_with_the_gaussian_base(tmp_path):
 
 def test_paper_values():
   c = importlib.import_module("configs.dde_mnist").get_config()
-  assert (c.model.sigma, c.training.batch_size, c.training.lr, c.model.latent_dim) == (0.5, 100, 1e-3, 16)
+  assert (c.model.sigma, c.training.lr, c.model.latent_dim) == (0.5, 1e-3, 16)
   assert (c.model.dde.hidden, c.model.dde.n_layers, c.model.dde.act) == (256, 16, "softplus")
   assert c.model.generator.out_act == "sigmoid" and c.training.q_steps == 10
-  assert c.training.n_iters - c.training.p_steps == 3000
+  # the reference loop: E_p and E_q on every batch of 100, G every 10th, 30,000 batches, no pre-training
+  assert c.training.ep_training == "joint" and c.training.p_steps == 0 and c.training.n_iters == 3000
+  assert c.training.batch_size // c.training.q_steps == 100 == c.training.gen_batch_size
+  for net in (c.model.dde, c.model.generator):
+    assert net.weight_init == "reference" and not net.quadratic  # createLinear's init, a linear last layer
   assert c.model.latent_std == 1.0  # z ~ N(0, I)
   assert (c.model.generator.hidden, c.model.generator.n_layers) == (64, 16)  # --n_gen_hidden 64, --n_layers 16
   assert c.model.base_energy == "none"
@@ -384,6 +441,13 @@ def test_annealing_stages_must_leave_rounds_at_the_last_sigma(tmp_path):
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+def test_joint_batch_must_split_into_the_ep_steps(tmp_path):
+  config = tiny("dde_toy", **{"training.ep_training": "joint", "training.batch_size": 63})  # q_steps = 2
+  with pytest.raises(ConfigError, match="training.batch_size") as e:
+    run_lib.run(config, str(tmp_path / "run"))
+  assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("key,value,match", [
     ("model.sigma", 0.0, "model.sigma"),
     ("training.q_steps", 0, "training.q_steps"),
@@ -401,6 +465,8 @@ def test_annealing_stages_must_leave_rounds_at_the_last_sigma(tmp_path):
     ("training.anneal_sigmas", (4.0, 3.0), "training.anneal_rounds"),  # the default 0 rounds per level
     ("eval.grid_n", 10, "eval.grid_n"),
     ("data.dataset", "mnist5k", "model.dde.name"),  # the toy's MLP energy cannot take images
+    ("training.ep_training", "frozen", "training.ep_training"),
+    ("training.p_steps", 0, "training.p_steps"),  # 'pretrain' needs pre-training steps
 ])
 def test_bad_values_stop_before_compute(tmp_path, key, value, match):
   config = tiny("dde_toy")

@@ -96,22 +96,39 @@ def test_texture_energy_expectation_matches_closed_form():
 
 
 # ------------------------------------------------------------------------------------------ Langevin
-def test_langevin_step_form():
-  """x <- x - eta/2 grad U + noise_scale sqrt(eta) w (samplers.energy_langevin, the 'paper' rule). On
-  U = ||x||^2 / 2 with noise_scale 0 the chain is x_t = (1 - eta/2)^t x_0 exactly; with noise_scale 1 its
-  stationary variance is 1 / (1 - eta/4)."""
+@pytest.mark.parametrize("rule,drift,var", [("paper", 1.0, 1.0 / (1.0 - 0.1 / 2)), ("half", 0.5, 1.0 / (1.0 - 0.1 / 4))])
+def test_langevin_step_rules(rule, drift, var):
+  """The paper's rule (eqs. 6, 15, 16) x <- x - eta grad U + sqrt(2 eta) e, and 'half', x - eta/2 grad U +
+  sqrt(eta) e, through debm.STEP_RULES into samplers.energy_langevin. On U = ||x||^2 / 2 with noise_scale 0 the
+  chain is x_t = (1 - drift eta)^t x_0 exactly; with noise_scale 1 the stationary variance is 2 drift eta /
+  (1 - (1 - drift eta)^2) (paper: 1 / (1 - eta/2); half: 1 / (1 - eta/4))."""
   u = lambda x, k: 0.5 * jnp.sum(x ** 2, axis=(1, 2, 3))
   x0 = jax.random.normal(jax.random.PRNGKey(0), (4000,) + SHAPE) * 3.0
-  eta = 0.1
-  x, aux = samplers.energy_langevin(u, jax.random.PRNGKey(1), x0, eta, 30, noise_scale=0.0, n_keep=2)
+  eta, conv = 0.1, debm.Chains(1, 1, step_rule=rule).convention
+  x, aux = samplers.energy_langevin(u, jax.random.PRNGKey(1), x0, eta, 30, conv, noise_scale=0.0, n_keep=2)
   traj, energies = aux["trajectory"], aux["energy"]
-  np.testing.assert_allclose(x, x0 * (1 - eta / 2) ** 30, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(x, x0 * (1 - drift * eta) ** 30, rtol=1e-4, atol=1e-6)
   assert traj.shape == (31, 2) + SHAPE and energies.shape == (30,)
   np.testing.assert_allclose(traj[0], x0[:2])
   assert bool(jnp.all(jnp.diff(energies) < 0))
-  x, _ = samplers.energy_langevin(u, jax.random.PRNGKey(1), x0, eta, 300, noise_scale=1.0)
-  assert float(jnp.var(x)) == pytest.approx(1.0 / (1.0 - eta / 4), rel=0.03)
+  x, _ = samplers.energy_langevin(u, jax.random.PRNGKey(1), x0, eta, 300, conv, noise_scale=1.0)
+  assert float(jnp.var(x)) == pytest.approx(var, rel=0.03)
   assert abs(float(jnp.mean(x))) < 0.02
+
+
+def test_two_stage_chain_follows_the_step_rule():
+  """The chains take Chains.step_rule: 'paper' at (eta_1, eta_2) is 'half' at (2 eta_1, 2 eta_2), draw for draw,
+  and differs from 'half' at the same etas (the default is the paper's rule)."""
+  assert debm.Chains(1, 1).step_rule == "paper"
+  f = toy_fns(toy_params(jax.random.PRNGKey(5), d_latent=3, optimal=False))
+  z0 = jax.random.normal(jax.random.PRNGKey(7), (16, 3))
+  run = lambda ch: debm.two_stage_chain(f.denoise, f.semantic_decode, jax.random.PRNGKey(0), z0, ch)["x"]
+  base = dict(latent_steps=4, pixel_steps=5, sigma_latent=0.3, sigma_pixel=0.1)
+  paper = run(debm.Chains(**base, eta_latent=0.05, eta_pixel=0.005, step_rule="paper"))
+  half2 = run(debm.Chains(**base, eta_latent=0.1, eta_pixel=0.01, step_rule="half"))
+  half = run(debm.Chains(**base, eta_latent=0.05, eta_pixel=0.005, step_rule="half"))
+  np.testing.assert_allclose(paper, half2, rtol=1e-4, atol=1e-5)
+  assert float(jnp.max(jnp.abs(paper - half))) > 1e-2
 
 
 # ------------------------------------------------------------------------------------------ the two-stage sampler
@@ -238,19 +255,56 @@ def test_updates_reach_the_right_network():
 
 
 def test_contrastive_terms_use_the_chain_sigmas_and_the_noisy_data_code():
-  """u_c_data is U_c at sampling.sigma_pixel; u_s_data is U_s at sigma_latent of the code of x + sigma_latent n
-  (identity encoder/decoder: E = D (s^4 / (v + s^2) + v^2 s^2 / (v + s^2)^2) / (2 s^2); the clean code
-  would give D v / (2 (v + s^2)))."""
+  """Without a ladder ('chain'): u_c_data is U_c at sigma_pixel; u_s_data is U_s at sigma_latent of the code of
+  x + sigma_latent n (identity encoder/decoder: E = D (s^4 / (v + s^2) + v^2 s^2 / (v + s^2)^2) / (2 s^2); the
+  clean code would give D v / (2 (v + s^2)))."""
   x = data(jax.random.PRNGKey(0), 40000)
   params = toy_params()
   s = 0.3
   for sp in (0.1, 0.5):
     ch = debm.Chains(1, 1, sigma_latent=s, sigma_pixel=sp)
     _, aux = debm.contrastive_loss(toy_fns, params, jax.random.PRNGKey(1), x, jnp.zeros((2, D)), x[:2], ch)
-    assert float(aux["u_c_data"]) == pytest.approx(D * VAR / (2 * (VAR + sp ** 2)), rel=0.02)
-    noisy = D * (s ** 4 / (VAR + s ** 2) + VAR ** 2 * s ** 2 / (VAR + s ** 2) ** 2) / (2 * s ** 2)
-    clean = D * VAR / (2 * (VAR + s ** 2))
-    assert float(aux["u_s_data"]) == pytest.approx(noisy, rel=0.02) and abs(noisy - clean) > 0.08 * clean
+    assert float(aux["u_c_data"]) == pytest.approx(_u_c(sp), rel=0.02)
+    assert float(aux["u_s_data"]) == pytest.approx(_u_s_noisy_code(s), rel=0.02)
+    assert abs(_u_s_noisy_code(s) - _u_c(s)) > 0.08 * _u_c(s)
+
+
+def _u_c(s):
+  """E U_c(x, s) for x ~ N(MU, VAR I) under the exact denoiser: D v / (2 (v + s^2))."""
+  return D * VAR / (2 * (VAR + s ** 2))
+
+
+def _u_s_noisy_code(s):
+  """E U_s(f(x + s n), s) with the identity code: D (s^4 / (v + s^2) + v^2 s^2 / (v + s^2)^2) / (2 s^2)."""
+  return D * (s ** 4 / (VAR + s ** 2) + VAR ** 2 * s ** 2 / (VAR + s ** 2) ** 2) / (2 * s ** 2)
+
+
+def test_contrastive_terms_use_each_examples_sigma_from_the_ladder():
+  """With a ladder (Alg. 1 lines 14-17), data and samples alike get sigma_i uniform over the ladder, independently
+  for U_c and U_s: the mean energies are the ladder averages of the closed forms, whatever the chains' sigmas."""
+  x = data(jax.random.PRNGKey(0), 40000)
+  params, ladder = toy_params(), jnp.asarray([0.1, 0.5])
+  ch = debm.Chains(1, 1, sigma_latent=0.05, sigma_pixel=0.05)
+  z_samples = x.reshape(len(x), -1)  # the identity code of x
+  _, aux = debm.contrastive_loss(toy_fns, params, jax.random.PRNGKey(1), x, z_samples, x, ch, ladder=ladder)
+  expect_c = np.mean([_u_c(s) for s in (0.1, 0.5)])
+  for k in ("u_c_data", "u_c_sample"):  # the samples here are data too: same law, same levels
+    assert float(aux[k]) == pytest.approx(expect_c, rel=0.03), k
+  assert float(aux["u_s_data"]) == pytest.approx(np.mean([_u_s_noisy_code(s) for s in (0.1, 0.5)]), rel=0.03)
+  assert float(aux["u_s_sample"]) == pytest.approx(expect_c, rel=0.03)  # clean codes z = x: U_s = U_c(x)
+  assert abs(expect_c - _u_c(0.05)) > 0.1 * _u_c(0.05)  # the chains' sigma would give another value
+
+
+@pytest.mark.parametrize("mode,sigma", [("per_example", None), ("chain", 0.05)])
+def test_train_step_takes_the_contrastive_sigma(mode, sigma):
+  """make_step(contrastive_sigma=...) reaches the contrastive terms: u_c_data of one iteration (exact toy denoiser,
+  a negligible learning rate) is the ladder average (per_example) or the chain's closed form (chain)."""
+  ladder = jnp.asarray([0.1, 0.5])
+  ch = debm.Chains(1, 1, sigma_latent=0.05, sigma_pixel=0.05)
+  step = _trainer_step(debm.make_step(toy_fns, ladder, ch, 3, 8, D, contrastive_sigma=mode))
+  _, m = step(_state(toy_params(), lr=1e-12), data(jax.random.PRNGKey(2), 30000))
+  expect = _u_c(sigma) if sigma else np.mean([_u_c(s) for s in (0.1, 0.5)])
+  assert float(m["u_c_data"]) == pytest.approx(expect, rel=0.03)
 
 
 def _nets(params, ema_rate=0.0, **settings):
@@ -527,6 +581,9 @@ def test_configs_are_valid_at_full_size(name, shape, k, t):
     assert (config.sampling.eta_latent, config.sampling.eta_pixel) == (0.1, 0.01)
     assert config.training.eta_latent == 0.1 and config.training.dae_pretrain == 0
     assert config.data.scale == "-11" and config.data.random_flip
+  # the paper's rules in every config: eqs. 6, 15, 16's step, Alg. 1's per-example sigma, Fig. 5's long baseline
+  assert config.training.step_rule == config.sampling.step_rule == "paper"
+  assert config.training.contrastive_sigma == "per_example" and config.sampling.pixel_only_steps >= 100
   assert config.eval.ood_sigma == 0.05
   net = models.build(config.model, shape)
   tmpl = jax.eval_shape(net.init, jax.random.PRNGKey(0), jnp.zeros((1,) + shape), jnp.ones((1,)))
@@ -540,7 +597,8 @@ def test_configs_are_valid_at_full_size(name, shape, k, t):
     ("model.num_scales", 1), ("sampling.method", "annealed_langevin"), ("training.n_chains", -1),
     ("training.energy_reg", -1e-3), ("training.energy_reg", "1e-3"), ("sampling.latent_init", "uniform"),
     ("sampling.latent_fit_n", 1), ("training.dae_pretrain", -1), ("training.dae_pretrain", 2.5),
-    ("training.eta_latent", 0.0),
+    ("training.eta_latent", 0.0), ("training.step_rule", "code"), ("sampling.step_rule", "full"),
+    ("training.contrastive_sigma", "fixed"), ("sampling.pixel_only_steps", 0), ("sampling.pixel_only_n", -1),
 ])
 def test_bad_values_are_one_line_config_errors(key, value):
   config = _config("debm_cifar10")
@@ -615,6 +673,7 @@ def tiny(name, **over):
   t.dae_pretrain = 0
   s = config.sampling
   s.n_samples, s.batch_size, s.latent_steps, s.pixel_steps, s.n_traj = 6, 6, 2, 3, 3
+  s.pixel_only_steps, s.pixel_only_n = 4, 5
   config.eval.ood_n, config.eval.ood_batch_size = 40, 40
   for k, v in over.items():
     node = config
@@ -652,7 +711,9 @@ def test_paper_configs_train_and_sample(tmp_path, stand_in_tfds, name, shape):
   assert res["step"] == 4
   x = np.load(os.path.join(wd, "samples/samples.npz"))["x"]
   po = np.load(os.path.join(wd, "samples/pixel_only.npz"))["x"]
-  assert x.shape == po.shape == (6,) + shape and np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= 1
+  eq = np.load(os.path.join(wd, "samples/pixel_only_equal_cost.npz"))["x"]
+  assert x.shape == eq.shape == (6,) + shape and po.shape == (5,) + shape  # sampling.pixel_only_n = 5
+  assert np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= 1
   rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["loss"]) for r in rows)
 
@@ -667,7 +728,7 @@ def test_runner_end_to_end_digits(tmp_path):
   config = tiny("debm_mnist5k", **{"data.dataset": "digits", "training.dae_pretrain": 2})
   res = run_lib.run(config, wd)
   for f in ("config.json", "metrics.jsonl", "eval.json", "samples/samples.npz", "samples/pixel_only.npz",
-            "samples/semantic.npz", "samples/samples.png", "samples/pixel_only.png", "samples/trajectory.png",
+            "samples/pixel_only_equal_cost.npz", "samples/semantic.npz", "samples/samples.png", "samples/pixel_only.png", "samples/trajectory.png",
             "samples/trajectory_pixel_only.png"):
     assert os.path.exists(os.path.join(wd, f)), f
   assert sorted(checkpoint.Checkpointer(wd).steps()) == [2, 4]
@@ -675,12 +736,18 @@ def test_runner_end_to_end_digits(tmp_path):
   assert x.shape == (6, 8, 8, 1) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
   traj = np.load(os.path.join(wd, "samples/trajectory.npz"))["x"]
   assert traj.shape[1:] == (3, 8, 8, 1) and traj.shape[0] == 3 + 3 + 1  # h(z) x 3, pixel steps x 3, output
+  po_traj = np.load(os.path.join(wd, "samples/trajectory_pixel_only.npz"))["x"]
+  assert po_traj.shape == (4 + 1 + 1, 3, 8, 8, 1)  # Fig. 5's chain: x^0 .. x^4 (pixel_only_steps = 4), output
   ev = json.load(open(os.path.join(wd, "eval.json")))
   assert ev == pytest.approx(res, nan_ok=True)
-  for k in ("fid_feat", "kid_feat", "pixel_only_fid_feat", "pixel_only_kid_feat", "auroc_noise", "auroc_constant",
-            "auroc_interp", "ood_score_mean_in", "fid_feat_real_baseline"):
+  for k in ("fid_feat", "kid_feat", "pixel_only_fid_feat", "pixel_only_kid_feat", "pixel_only_equal_cost_fid_feat",
+            "auroc_noise", "auroc_constant", "auroc_interp", "ood_score_mean_in", "fid_feat_real_baseline",
+            "chain_sigma_auroc_noise", "chain_sigma_auroc_constant", "chain_sigma_auroc_interp"):
     assert isinstance(ev[k], float) and np.isfinite(ev[k]), k
-  assert all(0.0 <= ev[k] <= 1.0 for k in ("auroc_noise", "auroc_constant", "auroc_interp"))
+  assert all(0.0 <= ev[p + k] <= 1.0 for k in ("auroc_noise", "auroc_constant", "auroc_interp")
+             for p in ("", "chain_sigma_"))
+  assert (ev["ood_sigma"], ev["chain_sigma_ood_sigma"]) == (config.eval.ood_sigma, config.model.sigma_pixel)
+  assert ev["ood_score_mean_in"] != ev["chain_sigma_ood_score_mean_in"]
   rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == [2, 4]
   assert [r["algorithm1"] for r in rows] == [0.0, 1.0]  # steps 1-2 pre-train the DAE, 3-4 run Algorithm 1

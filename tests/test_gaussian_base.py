@@ -112,7 +112,7 @@ def test_ncsn_base_score_is_validated():
 
 def test_paper_configs_default_to_no_base_score():
   """The paper's NCSN has no base score; 'gaussian' is opt-in: the CPU config ncsn_mnist5k uses it (measured
-  in RESULTS.md, stop 16)."""
+  in docs/log/)."""
   import importlib  # noqa: PLC0415
   for name in ("ncsn_mnist", "ncsn_cifar10", "ncsn_celeba"):
     assert importlib.import_module(f"configs.{name}").get_config().model.base_score == "none", name
@@ -209,7 +209,7 @@ def test_sigma_levels_stand_for_the_sigma_distribution(dist):
 
 
 def test_mdsm_paper_configs_default_to_no_base_energy():
-  """The paper's MDSM has no base energy; the CPU config mdsm_mnist5k opts in (RESULTS.md, stop 17)."""
+  """The paper's MDSM has no base energy; the CPU config mdsm_mnist5k opts in (docs/log/)."""
   import importlib  # noqa: PLC0415
   for name in ("mdsm_fashion_mnist", "mdsm_cifar10", "mdsm_celeba"):
     assert importlib.import_module(f"configs.{name}").get_config().model.base_energy == "none", name

@@ -32,6 +32,8 @@ def test_paper_values(name):
   assert (t.batch_size, t.lr, t.n_iters, t.optimizer) == (128, 1e-3, 200000, "adam")
   assert (s.eps, s.n_steps_each, s.convention, s.init_range) == (2e-5, 100, "code", (0.0, 1.0))
   assert m.name == "refinenet" and c.data.scale == "01"
+  assert c.data.dequantize  # the reference trains and tests on X / 256 * 255 + U / 256
+  assert s.method == "annealed_langevin"  # Alg. 1; annealed_mala is the option
 
 
 def tiny(name, **over):
@@ -55,6 +57,7 @@ def tiny(name, **over):
   return c
 
 
+@pytest.mark.slow  # tests/test_configs.py runs these configs through the CLI in every CI run
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_paper_config_trains_and_samples(name, standin_tfds, tmp_path):
   c = tiny(name)
@@ -67,6 +70,24 @@ def test_paper_config_trains_and_samples(name, standin_tfds, tmp_path):
   assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
   pngs = [f for f in os.listdir(f"{wd}/samples") if f.endswith(".png")]
   assert pngs, "no sample grid written"
+
+
+def test_annealed_mala_on_images_reports_acceptance(tmp_path, monkeypatch):
+  """sampling.method = 'annealed_mala' samples images in [0, 1] and reports its acceptance per chain and level
+  (samples/mala_accept.npz [N, L]) and in eval.json (overall and per level) beside the image metrics."""
+  from dsm_jax.eval import images as image_eval
+  monkeypatch.setattr(image_eval, "evaluate", lambda config, dataset, x: {"n_images": float(len(x))})
+  c = tiny("ncsn_mnist5k", **{"sampling.method": "annealed_mala", "eval.enabled": True})
+  wd = str(tmp_path / "mala")
+  res = run_lib.run(c, wd)
+  x = np.load(f"{wd}/samples/samples.npz")["x"]
+  acc = np.load(f"{wd}/samples/mala_accept.npz")["x"]
+  assert x.shape == (4, 28, 28, 1) and x.min() >= 0.0 and x.max() <= 1.0
+  assert acc.shape == (4, 10) and np.all((acc >= 0) & (acc <= 1))
+  assert res["mala_accept_rate"] == pytest.approx(float(acc.mean()), rel=1e-6) and res["n_images"] == 4
+  assert [res[f"mala_accept_level_{i}"] for i in range(10)] == pytest.approx(acc.mean(0).tolist(), rel=1e-6)
+  with pytest.raises(ConfigError, match="sampling.method"):
+    run_lib.prepare(tiny("ncsn_mnist5k", **{"sampling.method": "mala"}), str(tmp_path / "bad"))
 
 
 @pytest.mark.parametrize("size,c", [(28, 1), (32, 3), (64, 3), (8, 1)])

@@ -70,6 +70,18 @@ def test_output_contract(tmp_path):
   assert sorted(checkpoint.Checkpointer(wd).steps()) == [10, 20]
 
 
+def test_ncsn_toy_annealed_mala(tmp_path):
+  """sampling.method = 'annealed_mala' on the toy: acceptance per chain and level saved beside the samples and
+  reported in eval.json, for the network's score and for the exact-score reference."""
+  wd = str(tmp_path / "mala")
+  res = run_lib.run(tiny("ncsn_toy", **{"sampling.method": "annealed_mala"}), wd)
+  acc = np.load(os.path.join(wd, "samples/mala_accept.npz"))["x"]
+  assert acc.shape == (128, 10) and np.all((acc >= 0) & (acc <= 1))
+  assert res["mala_accept_rate"] == pytest.approx(float(acc.mean()), rel=1e-6)
+  assert 0.0 < res["mala_accept_rate_exact_score"] <= 1.0 and "mala_accept_level_9_exact_score" in res
+  assert np.isfinite(res["weight_pos_annealed"])
+
+
 def test_resume_equals_uninterrupted(tmp_path):
   """A run stopped after 10 of 20 steps (its newer checkpoint and metrics gone, as after a kill) and
   rerun with the same command ends with the same parameters and metrics as an uninterrupted run."""

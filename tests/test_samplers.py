@@ -130,6 +130,61 @@ def test_annealed_langevin_recovers_mixture_weights(form):
   assert np.mean(dist < 5.5) > 0.99
 
 
+# ----------------------------------------------------------------------------------- annealed MALA
+LADDER3 = sigmas.geometric(1.5, 1.0, 3)  # alpha_i = eps (2.25, 1.5, 1)
+
+
+@functools.partial(jax.jit, static_argnames=("eps", "mala", "exact"))
+def _annealed_gauss(rng, x0, eps, mala, exact=False):
+  if not mala:
+    return samplers.annealed_langevin(gauss_score, rng, x0, LADDER3, eps, 60)
+  return samplers.annealed_mala(gauss_score, rng, x0, LADDER3, eps, 60, log_prob_fn=gauss_log_prob if exact else None)
+
+
+def test_annealed_mala_samples_the_target_at_a_step_where_langevin_is_biased():
+  """A target whose score ignores sigma: each level is N(MU, COV). At the last level's alpha = 0.5 ULA's law is
+  S (I - alpha/4 P)^-1 (far from COV); the Metropolis-adjusted chain's law is COV itself, its acceptance rate
+  reported per chain and level."""
+  x_ula, _ = _annealed_gauss(jax.random.PRNGKey(0), _x0(1), 0.5, False)
+  biased = ula_cov(COV, 0.5)
+  assert np.max(np.abs(biased - COV)) > 0.15
+  _check_moments(x_ula, MU, biased, "annealed ULA")
+  x, aux = _annealed_gauss(jax.random.PRNGKey(0), _x0(1), 0.5, True)
+  _check_moments(x, MU, COV, "annealed MALA")
+  acc = np.asarray(aux["accept"])
+  assert acc.shape == (3, N_CHAINS) and np.all((acc >= 0) & (acc <= 1))
+  np.testing.assert_allclose(float(aux["accept_rate"]), acc.mean(), rtol=1e-5)
+  # alpha_i = eps sigma_i^2 / sigma_L^2: the larger steps of the higher levels are rejected more often
+  assert acc[0].mean() < acc[1].mean() < acc[2].mean() < 1.0 and acc[0].mean() > 0.0
+
+
+def test_annealed_mala_trapezoid_ratio_is_exact_for_a_gaussian():
+  """The score-only acceptance (trapezoid line integral of the score) equals the exact log-density ratio when
+  log p is quadratic: the same draws with log_prob_fn given give the same chains."""
+  x0 = _x0(2, n=256)
+  a, aux_a = _annealed_gauss(jax.random.PRNGKey(3), x0, 0.4, True)
+  b, aux_b = _annealed_gauss(jax.random.PRNGKey(3), x0, 0.4, True, exact=True)
+  same = np.all(np.isclose(np.asarray(a), np.asarray(b), atol=1e-4), axis=1)
+  assert same.mean() > 0.99, same.mean()
+  np.testing.assert_allclose(aux_a["accept"], aux_b["accept"], atol=0.02)
+
+
+@jax.jit
+def _annealed_mala_mixture(rng, x0):
+  score = lambda x, s: MIX.score(x, s)
+  return samplers.annealed_mala(score, rng, x0, sigmas.geometric(20.0, 1.0, 10), 0.1, 100, return_traj=True)
+
+
+def test_annealed_mala_recovers_mixture_weights():
+  """On the 2-D mixture (a non-quadratic log-density: the trapezoid ratio is approximate) the adjusted chain
+  keeps annealing's weights 0.8 / 0.2 and accepts most of NCSN's small steps."""
+  x, aux = _annealed_mala_mixture(jax.random.PRNGKey(8), _uniform_start(9))
+  assert int(aux["n_nonfinite"]) == 0 and aux["trajectory"].shape == (10, N_MIX, 2)
+  w = nearer_fraction(np.asarray(x), (5.0, 5.0), (-5.0, -5.0))
+  assert abs(w - 0.8) < 0.03, w
+  assert 0.5 < float(aux["accept_rate"]) < 1.0
+
+
 def test_plain_langevin_misses_mixture_weights():
   x, _ = _plain_mixture(jax.random.PRNGKey(8), _uniform_start(9))
   w = nearer_fraction(np.asarray(x), (5.0, 5.0), (-5.0, -5.0))

@@ -11,7 +11,8 @@ The equation numbers below are this file's own, (E1)-(E5): the paper's numbering
      whose minimiser has grad E(v) = -E[eps | x + eps = v] = sigma^2 grad log p_hat(v) (Tweedie / Miyasawa), so
      E = sigma^2 log p_hat + const. (The reference code writes the same loss as || v + sigma^2 grad f(v) - x ||^2
      for f = log p_hat.) The networks here are energies u of the library's convention (p ∝ exp(-u),
-     dsm_jax.fields) with a quadratic term that keeps exp(-u) normalisable; the DDE is E = -u. The loss is
+     dsm_jax.fields); the DDE is E = -u. (The reference DenseNet is linear in its last layer; the option
+     model.dde.quadratic adds 1/2 softplus(c) ||x||^2 to u, which keeps exp(-u) normalisable.) The loss is
      divided by sigma^2 D so that a constant E scores 1.
 (E3) KL(q_hat || p_hat) = E_{v ~ q_hat}[log q_hat(v) - log p_hat(v)]
                         = E_{z, eps}[ E_q(G(z) + eps) - E_p(G(z) + eps) ] / sigma^2 + const,
@@ -20,9 +21,13 @@ The equation numbers below are this file's own, (E1)-(E5): the paper's numbering
          E_{z, eps}[ (grad E_q - grad E_p)(v) / sigma^2 . dG/dtheta ]
      (the remaining term E_{q_hat}[d/dtheta log q_hat_theta(v)] at fixed v is the mean of a score: zero), i.e.
      the gradient of (E3) with E_q and E_p held FIXED. theta descends it (Adam).
-(E5) The algorithm: pre-train E_p by (E2) on data, then freeze it. Each round: fit E_q by a few steps of (E2)
-     on G(z) + eps (fresh z, eps each step), then a few generator steps (E4) with E_p and E_q fixed. At the fixed
-     point grad E_q = grad E_p on q_hat's support, q_hat = p_hat and, by (E1), q = p.
+(E5) The algorithm, one round per trainer step: fit E_q by a few steps of (E2) on G(z) + eps (fresh z, eps each
+     step), then a few generator steps (E4) with E_p and E_q fixed. E_p learns the data by (E2), in one of two
+     ways (training.ep_training): 'joint', the reference's, where E_p takes one step on each of q_steps data
+     minibatches in every round, beside E_q's steps (the reference's loop: an E_p and an E_q step per batch, a
+     generator step every train_gen_every = q_steps batches); or 'pretrain', where E_p is trained for
+     training.p_steps steps first and then frozen, so the generator chases a fixed target. At the fixed point
+     grad E_q = grad E_p on q_hat's support, q_hat = p_hat and, by (E1), q = p.
 
 model.base_energy = 'gaussian' (not in the paper or the reference; default 'none'): both DDEs become
 E = sigma^2 log N_hat(x) + network, with N_hat = N(mu, Sigma + sigma^2 I) the smoothed Gaussian fit of the
@@ -46,9 +51,9 @@ training there); `stage_table` lays out the steps. Evaluation and `score` use th
 One trainer step (`step`, a pure function of the networks, the key, the batch and the step index): on a
 pre-training step of stage_table (without annealing: step < training.p_steps), one (E2) step of E_p on the data
 batch and one (E2) step of E_q on the generator (still untrained in the first pre-training); on every other step,
-one round of (E5): training.q_steps E_q steps then training.g_steps generator steps (lax.fori_loop). The branch is
-a lax.cond; each network has its own optimizer (G's learning rate: training.nets.G.lr). The reference code
-instead keeps training E_p during the rounds and steps G every 10th batch.
+one round of (E5): training.q_steps E_q steps (with 'joint', each beside an E_p step on one q_steps-th of the data
+batch) then training.g_steps generator steps (lax.fori_loop). The branch is a lax.cond; each network has its own
+optimizer (G's learning rate: training.nets.G.lr).
 
 Training snapshots: the buffer 'snapshots' [training.n_snapshots, training.snapshot_n, *data shape] holds the raw
 generator's output on one fixed set of z at rounds 0, snapshot_every, 2 snapshot_every, ... (round 0 = the
@@ -82,6 +87,7 @@ from dsm_jax.validation import one_of, positive, require
 Array = jax.Array
 NETS = ("Ep", "Eq", "G")  # the trained networks; 'snapshots' is a buffer
 BASE_ENERGIES = ("none", "gaussian")
+EP_TRAINING = ("joint", "pretrain")
 TOY_ENERGIES, TOY_GENERATORS = ("energy_mlp", "dense_net"), ("generator_mlp", "dense_net")
 IMAGE_ENERGIES, IMAGE_GENERATORS = ("dense_net", "conv_energy", "energy_resnet"), ("dense_net", "conv_generator")
 _SNAP_TAG = 0x5AA9  # the key of the fixed snapshot z
@@ -119,6 +125,19 @@ def generator_loss(g_params, g_apply: Callable, log_q: Callable, log_p: Callable
   return jnp.mean(kl)
 
 
+def fit_dde_on_batches(apply_fn: Callable, net: NetState, key, batches: Array, sigma: float,
+                       antithetic: bool = False) -> tuple[NetState, Array]:
+  """One optimizer step of (E2) on each of batches [n, B, ...] in turn. Returns (the network's state, mean loss)."""
+
+  def body(net, inp):
+    x, k = inp
+    loss, grads = jax.value_and_grad(lambda q: dde_loss(lambda v: apply_fn(q, v), k, x, sigma, antithetic))(net.params)
+    return net.apply_gradients(grads), loss
+
+  net, losses = jax.lax.scan(body, net, (batches, jax.random.split(key, batches.shape[0])))
+  return net, jnp.mean(losses)
+
+
 def fit_dde(apply_fn: Callable, net: NetState, key, draw: Callable, n_steps: int, sigma: float,
             antithetic: bool = False) -> tuple[NetState, Array]:
   """n_steps optimizer steps of (E2) for the DDE apply_fn(params, x) -> E(x) [B] on batches draw(key_i) [B, ...]
@@ -144,7 +163,8 @@ def defaults(method: str) -> dict:
                 "base_energy": "none",       # none | gaussian: + sigma^2 log N_hat(x) of the data's Gaussian fit
                 "dde": models.defaults("energy_mlp"),
                 "generator": models.defaults("generator_mlp")},
-      "training": {"p_steps": 2000,          # E_p pre-training steps (then frozen)
+      "training": {"ep_training": "joint",   # joint: E_p trains in every round (reference) | pretrain: then frozen
+                   "p_steps": 2000,          # pre-training steps of E_p and E_q before the first round
                    "q_steps": 10,            # E_q steps per round (E5)
                    "g_steps": 1,             # generator steps per round
                    "gen_batch_size": 100,    # z per E_q / generator step
@@ -201,8 +221,14 @@ def validate(config, dataset) -> None:
   positive(config, "model.latent_dim", integer=True)
   positive(config, "model.latent_std")
   one_of(config, "model.base_energy", BASE_ENERGIES)
-  for k in ("p_steps", "q_steps", "g_steps", "gen_batch_size"):
+  one_of(config, "training.ep_training", EP_TRAINING)
+  for k in ("q_steps", "g_steps", "gen_batch_size"):
     positive(config, f"training.{k}", integer=True)
+  positive(config, "training.p_steps", integer=True, allow_zero=t.ep_training == "joint")
+  if t.ep_training == "joint":
+    require(t.batch_size % t.q_steps == 0, "training.batch_size",
+            f"{t.batch_size} is not divisible by training.q_steps = {t.q_steps} (with ep_training 'joint' each round's "
+            "batch is split into the q_steps minibatches of E_p's steps)")
   positive(config, "training.n_snapshots", integer=True, allow_zero=True)
   positive(config, "training.snapshot_every", integer=True)
   positive(config, "training.snapshot_n", integer=True)
@@ -262,6 +288,7 @@ def build(config, dataset) -> Method:
   sigma, latent = float(m.sigma), int(m.latent_dim)  # sigma: the last (or only) noise level
   plan = {k: jnp.asarray(v) for k, v in stage_table(config).items()}
   q_steps, g_steps, n_gen = int(t.q_steps), int(t.g_steps), int(t.gen_batch_size)
+  joint = t.ep_training == "joint"
   n_snap, snap_every, snap_n = int(t.n_snapshots), int(t.snapshot_every), int(t.snapshot_n)
   e_net = models.build(m.dde, shape, "model.dde")
   g_net = models.build(m.generator, shape, "model.generator", generator=True)
@@ -313,8 +340,14 @@ def build(config, dataset) -> Method:
           take, lambda s: jax.lax.dynamic_update_index_in_dim(s, generate(nets["G"].params, z_snap), idx, 0),
           lambda s: s, nets["snapshots"])
     eq, loss_q = fit_dde(ld, nets["Eq"], kq, draw_generated(nets["G"].params), q_steps, sig, t.antithetic)
+    if joint:  # the reference: E_p steps on the round's data, one per minibatch, beside E_q's
+      ep, loss_p = fit_dde_on_batches(ld, nets["Ep"], jax.random.fold_in(key, 2),
+                                      batch.reshape((q_steps, -1) + batch.shape[1:]), sig, t.antithetic)
+    else:  # frozen: its (E2) loss on the step's fresh data batch (no update)
+      ep = nets["Ep"]
+      loss_p = dde_loss(lambda v: ld(ep.params, v), jax.random.fold_in(key, 2), batch, sig, t.antithetic)
     log_q = lambda v: ld(jax.lax.stop_gradient(eq.params), v)
-    log_p = lambda v: ld(jax.lax.stop_gradient(nets["Ep"].params), v)
+    log_p = lambda v: ld(jax.lax.stop_gradient(ep.params), v)
 
     def g_body(i, carry):
       g, kl_sum, gn_sum = carry
@@ -326,11 +359,9 @@ def build(config, dataset) -> Method:
       return g.apply_gradients(grads), kl_sum + kl, gn_sum + optax.tree.norm(grads)
 
     g, kl_sum, gn_sum = jax.lax.fori_loop(0, g_steps, g_body, (nets["G"], jnp.asarray(0.0), jnp.asarray(0.0)))
-    loss_p = dde_loss(lambda v: ld(nets["Ep"].params, v), jax.random.fold_in(key, 2), batch, sig,
-                      t.antithetic)  # the frozen E_p's (E2) loss on the step's fresh data batch (no update)
     metrics = {"loss": loss_q, "loss_p": loss_p, "loss_q": loss_q, "kl_hat": kl_sum / g_steps,
                "grad_norm_g": gn_sum / g_steps}
-    new.update({"Eq": eq, "G": g})
+    new.update({"Ep": ep, "Eq": eq, "G": g})
     return new, metrics
 
   def step(nets, key, batch, step_index):
@@ -413,7 +444,7 @@ def build(config, dataset) -> Method:
 
   pre_steps = float(np.sum(stage_table(config)["pre"]))
   rounds = max(float(t.n_iters) - pre_steps, 0.0)
-  per_step = {"Ep": pre_steps / max(t.n_iters, 1), "Eq": (pre_steps + q_steps * rounds) / max(t.n_iters, 1),
+  per_step = {"Ep": (pre_steps + (q_steps * rounds if joint else 0.0)) / max(t.n_iters, 1), "Eq": (pre_steps + q_steps * rounds) / max(t.n_iters, 1),
               "G": g_steps * rounds / max(t.n_iters, 1)}
   return Method(name="dde", init=init, step=step, networks=per_step, sample=sample, evaluate=evaluate, plot=plot,
                 score=score_of, draw=draw)

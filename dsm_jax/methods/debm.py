@@ -14,36 +14,43 @@ Energy Based Model", arXiv:2303.03887).
      (a) L steps (L = 3) of the DAE loss || r_phi(x~, sigma) - x ||^2 for phi and the decoder loss
          || h_gamma(f_alpha(x~, sigma)) - x ||^2 for gamma, per-example sigma from the ladder;
      (b) K steps of latent Langevin on U_s from z^0 ~ N(0, I) (step eta_1 = 0.1); x^0 = h_gamma(z^K);
-         T steps of pixel Langevin on U_c from x^0 (step eta_2 = 0.01);
-     (c) the contrastive (maximum-likelihood) updates
-           gamma <- Adam(grad_gamma [ U_s(z_data) - U_s(z^K) ]),
-           phi   <- Adam(grad_phi   [ U_c(x_data) - U_c(x^T) ]),
+         T steps of pixel Langevin on U_c from x^0 (step eta_2 = 0.01); each step (eqs. 6, 15, 16; Alg. 1
+         lines 8 and 12) is  x <- x - eta grad U(x) + sqrt(2 eta) e,  e ~ N(0, I);
+     (c) the contrastive (maximum-likelihood) updates (Alg. 1 lines 14-17), each example at its own sigma_i
+         from the ladder,
+           gamma <- Adam(grad_gamma [ U_s(z_data, sigma_i) - U_s(z^K, sigma_i) ]),
+           phi   <- Adam(grad_phi   [ U_c(x_data, sigma_i) - U_c(x^T, sigma_i) ]),
          all with Adam at 5e-5 (separate Adam moments for the DAE/decoder losses and the contrastive
          terms: the optimizer slots 'dae' and 'cd' of each network).
-4. Sampling: the same two-stage chain (latent Langevin, decode, pixel Langevin); for comparison,
-   pixel-only Langevin on U_c from uniform noise with the same number of DAE evaluations (K + T);
-   trajectory strips of both (the paper's Fig. 5).
+4. Sampling: the same two-stage chain (latent Langevin, decode, pixel Langevin); for comparison, the paper's
+   pixel-only baseline (Fig. 5: pixel Langevin on U_c from N(0, I) for hundreds of steps,
+   sampling.pixel_only_steps) and pixel-only Langevin at the two-stage chain's cost (K + T steps);
+   trajectory strips of the two-stage and of the Fig. 5 chain.
 5. Evaluation: the shared image metrics of every sample set (dsm_jax/eval/images.py), and out-of-distribution
    AUROCs with the score -U_c(x, sigma = 0.05) (dsm_jax/eval/ood.py: noise, constant, interpolations, tfds
-   pairs from eval.ood_datasets).
+   pairs from eval.ood_datasets), and the same AUROCs at the pixel chain's sigma (keys 'chain_sigma_*'), a
+   level the contrastive terms train under either training.contrastive_sigma.
 
-Choices where the paper leaves room (config keys in brackets; tests/test_debm.py checks each):
-  * Langevin step [training.noise_scale, sampling.noise_scale]: x <- x - eta/2 grad U(x) + noise_scale *
-    sqrt(eta) w with w ~ N(0, I); noise_scale = 1 is unadjusted Langevin with step eta (the 'paper' rule of
-    dsm_jax.samplers.energy_langevin). The energy's own eps is drawn afresh at every step (a stochastic energy).
-  * the chains of training and of sampling have their own settings [training.latent_steps, pixel_steps,
-    eta_latent, eta_pixel; the same in sampling]: the sampler may take a smaller eta_1 than the chains whose
-    samples the contrastive updates push up. On mnist5k the paper's eta_1 = 0.1 trains the better energy but,
-    as the sampler's step, throws z off the decodable codes (feature FID 516 vs 103 at 0.001; training with
-    0.001 as well gives 465).
-  * sigma in the chains [model.sigma_latent, model.sigma_pixel]: one fixed sigma per stage, the
-    same during training and sampling, and the contrastive terms use the sigma of their chain, so each
-    update is the maximum-likelihood gradient of the energy its chain samples. sigma_pixel = 0.1 keeps
-    pixel Langevin with eta_2 = 0.01 stable: near the data the drift contracts by eta_2 / (2 sigma^2)
-    = 0.5 per step (a sigma below sqrt(eta_2 / 2) = 0.071 would overshoot).
-  * the data code in the semantic term: z_data = f_alpha(x_data + sigma_latent n, sigma_latent), the
-    code of a noisy data point at the chain's sigma (the input h_gamma is trained to decode), with no
-    gradient into alpha (the update is for gamma only).
+The paper's rules are the defaults; each alternative is a config value (config keys in brackets;
+tests/test_debm.py checks each):
+  * the Langevin step [training.step_rule, sampling.step_rule]: 'paper' is the rule above; 'half' is
+    x - eta/2 grad U + sqrt(eta) e, the same dynamics at half the step (STEP_RULES). noise_scale multiplies
+    the noise term (1: unadjusted Langevin). The energy's own eps is drawn afresh at every step (a
+    stochastic energy).
+  * the contrastive terms' noise level [training.contrastive_sigma]: 'per_example' is Alg. 1's sigma_i;
+    'chain' gives every term the sigma of the chain that drew its samples (model.sigma_latent for U_s,
+    model.sigma_pixel for U_c), so each update is the maximum-likelihood gradient of exactly the energy its
+    chain samples.
+  * the chains and the sampler have their own settings [training.latent_steps, pixel_steps, eta_latent,
+    eta_pixel; the same in sampling]: the sampler may take a smaller eta_1 than the chains whose samples
+    the contrastive updates push up (configs/debm_mnist5k.py measures it).
+  * sigma in the chains [model.sigma_latent, model.sigma_pixel]: one fixed sigma per stage, the same in
+    training and sampling. sigma_pixel = 0.1 keeps pixel Langevin with eta_2 = 0.01 stable: near the data
+    the drift moves x by eta_2 / sigma^2 = 1 times its distance to r_phi(x) (to the DAE's output; a sigma
+    below sqrt(eta_2 / 2) = 0.071 would more than double it and diverge).
+  * the data code in the semantic term: z_data = f_alpha(x_data + sigma n, sigma), the code of a noisy data
+    point at its sigma (the input h_gamma is trained to decode), with no gradient into alpha (the update is
+    for gamma only).
   * the decoder loss trains gamma only: z = f_alpha(x~) enters h_gamma with stop_gradient.
   * DAE pre-training [training.dae_pretrain, default 0 = the paper]: the first iterations run only step (a),
     so the chains of (b) start on a DAE and a decoder that already reconstruct (make_step).
@@ -55,8 +62,8 @@ Choices where the paper leaves room (config keys in brackets; tests/test_debm.py
     (training.batch_size must be divisible by training.dae_steps).
   * output: with sampling.final_denoise the last chain state is replaced by r_phi(x^T, sigma_pixel),
     the DAE's posterior mean (one extra network evaluation, as NCSNv2's final step).
-  * pixel-only comparison: K + T pixel steps from U[data range] (each latent step also evaluates
-    r_phi once, plus the cheaper h_gamma, which is not counted).
+  * the equal-cost pixel-only comparison: K + T pixel steps from U[data range] (each latent step also
+    evaluates r_phi once, plus the cheaper h_gamma, which is not counted).
   * the sampler's latent start [sampling.latent_init]: 'normal' is the paper's z^0 ~ N(0, I);
     'data_gaussian' draws z^0 from the Gaussian fitted to the training data's codes
     f_alpha(x + sigma_latent n, sigma_latent) (latent_gaussian; sampling.latent_fit_n images), so the
@@ -83,8 +90,14 @@ from dsm_jax.validation import one_of, positive, require
 
 Array = jax.Array
 _LATENT_FIT_TAG = 0x1A7E
+_PIXEL_ONLY_TAG = 0x9B0
 DAE_WEIGHTS = ("none", "inv_sigma2")
 LATENT_INITS = ("normal", "data_gaussian")
+CONTRASTIVE_SIGMAS = ("per_example", "chain")
+# This paper's Langevin rule and the half-step variant, as dsm_jax.samplers' conventions (named after NCSN's):
+#   'paper' (eqs. 6, 15, 16; Alg. 1 lines 8 and 12): x - eta grad U + sqrt(2 eta) e = samplers' 'code' form, a = eta
+#   'half': x - eta/2 grad U + sqrt(eta) e, the same rule at half the step = samplers' 'paper' form, alpha = eta
+STEP_RULES = {"paper": "code", "half": "paper"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +110,11 @@ class Chains:
   sigma_latent: float = 0.1
   sigma_pixel: float = 0.1
   noise_scale: float = 1.0
+  step_rule: str = "paper"   # STEP_RULES
+
+  @property
+  def convention(self) -> str:
+    return STEP_RULES[self.step_rule]
 
 
 # ====================================================================================== energies
@@ -136,12 +154,12 @@ def two_stage_chain(denoise_fn, decode_h, key: Array, z0: Array, chains: Chains,
   Returns {'z': z^K, 'x0': x^0, 'x': x^T, 'z_traj', 'x_traj', 'energy_latent', 'energy_pixel'}."""
   k_lat, k_pix = jax.random.split(key)
   u_s = lambda z, k: semantic_energy(denoise_fn, decode_h, k, z, chains.sigma_latent)   # eq. 8
-  z, aux_s = samplers.energy_langevin(u_s, k_lat, z0, chains.eta_latent, chains.latent_steps,
-                                      noise_scale=chains.noise_scale, n_keep=n_keep)
+  z, aux_s = samplers.energy_langevin(u_s, k_lat, z0, chains.eta_latent, chains.latent_steps,   # eq. 15
+                                      chains.convention, chains.noise_scale, n_keep)
   x0 = decode_h(z)
   u_c = lambda x, k: texture_energy(denoise_fn, k, x, chains.sigma_pixel)              # eq. 7
-  x, aux_c = samplers.energy_langevin(u_c, k_pix, x0, chains.eta_pixel, chains.pixel_steps,
-                                      noise_scale=chains.noise_scale, n_keep=n_keep)
+  x, aux_c = samplers.energy_langevin(u_c, k_pix, x0, chains.eta_pixel, chains.pixel_steps,       # eq. 16
+                                      chains.convention, chains.noise_scale, n_keep)
   return {"z": z, "x0": x0, "x": x, "z_traj": aux_s["trajectory"], "x_traj": aux_c["trajectory"],
           "energy_latent": aux_s["energy"], "energy_pixel": aux_c["energy"]}
 
@@ -184,29 +202,42 @@ def dae_and_decoder_loss(fns_of, params, key: Array, x: Array, ladder: Array, da
 
 
 def contrastive_loss(fns_of, params, key: Array, x_data: Array, z_samples: Array, x_samples: Array,
-                     chains: Chains, energy_reg: float = 0.0):
-  """Algorithm 1 (c): [mean U_s(z_data) - mean U_s(z^K)] (gradient to gamma only: phi is held fixed
+                     chains: Chains, energy_reg: float = 0.0, ladder=None):
+  """Algorithm 1 (c), lines 14-17: [mean U_s(z_data) - mean U_s(z^K)] (gradient to gamma only: phi is held fixed
   in it) + [mean U_c(x_data) - mean U_c(x^T)] (gradient to phi; U_c has no gamma). Its gradient
   lowers the energy of data relative to the chains' samples.
+
+  The noise level of each energy: with a `ladder`, every example (data and chain sample alike) gets its own
+  sigma_i drawn uniformly from it, as in Alg. 1 (the energy is multi-scale, trained at every level); without,
+  the sigma of the chain that drew the samples (chains.sigma_latent for U_s, sigma_pixel for U_c), which makes
+  each update the maximum-likelihood gradient of exactly the energy its chain samples. The data's code is
+  z_data = f_alpha(x_data + sigma n, sigma) at that example's sigma.
 
   energy_reg = alpha > 0 adds alpha [mean U^2(data) + mean U^2(samples)] for each of U_s and U_c (Du &
   Mordatch 2019's energy regulariser; not in the paper). Without it nothing bounds the sample energy: the
   sample term's gradient is -1 per unit of U at every U, and short chains that never reach the data let
   it grow without limit (u_c_sample 791 -> 8.6e5 on mnist5k). With it the sample term's gradient vanishes at
   U = 1 / (2 alpha)."""
-  k_code, k_s, k_c = jax.random.split(key, 3)
+  k_code, k_s, k_c, k_lvl = jax.random.split(key, 4)
   sg_phi = {"phi": jax.lax.stop_gradient(params["phi"]), "gamma": params["gamma"]}
   f_sg = fns_of(sg_phi)
   den = fns_of(params).denoise
-  n_d = x_data.shape[0]
-  sl = _sig(chains.sigma_latent, x_data)
+  n_d, n_s = x_data.shape[0], x_samples.shape[0]
+  if ladder is None:
+    s_lat = jnp.full((n_d + n_s,), chains.sigma_latent, x_data.dtype)
+    s_pix = jnp.full((n_d + n_s,), chains.sigma_pixel, x_data.dtype)
+  else:  # sigma_i per example (Alg. 1 lines 14-17)
+    k1, k2 = jax.random.split(k_lvl)
+    s_lat = jnp.asarray(ladder, x_data.dtype)[sigmas.sample_levels(k1, n_d + n_s, len(ladder))]
+    s_pix = jnp.asarray(ladder, x_data.dtype)[sigmas.sample_levels(k2, n_d + n_s, len(ladder))]
+  sl = s_lat[:n_d]
   x_code = x_data + sl[:, None, None, None] * jax.random.normal(k_code, x_data.shape, x_data.dtype)
-  z_data = jax.lax.stop_gradient(f_sg.encode(x_code, sl))  # the data's code at the chain's sigma
+  z_data = jax.lax.stop_gradient(f_sg.encode(x_code, sl))  # the data's code at its sigma
   # data and samples go through the network together (one copy of it in the compiled step)
   z_all = jnp.concatenate([z_data, jax.lax.stop_gradient(z_samples)])
-  us = semantic_energy(f_sg.denoise, f_sg.semantic_decode, k_s, z_all, chains.sigma_latent)                 # eq. 8
+  us = semantic_energy(f_sg.denoise, f_sg.semantic_decode, k_s, z_all, s_lat)                          # eq. 8
   x_all = jnp.concatenate([x_data, jax.lax.stop_gradient(x_samples)])
-  uc = texture_energy(den, k_c, x_all, chains.sigma_pixel)                             # eq. 7
+  uc = texture_energy(den, k_c, x_all, s_pix)                                                     # eq. 7
   us_d, us_s, uc_d, uc_s = us[:n_d], us[n_d:], uc[:n_d], uc[n_d:]
   cd_s = jnp.mean(us_d) - jnp.mean(us_s)
   cd_c = jnp.mean(uc_d) - jnp.mean(uc_s)
@@ -231,8 +262,12 @@ def apply_updates(nets: dict, grads: dict, slot: str) -> dict:
 
 
 def make_step(fns_of, ladder: Array, chains: Chains, dae_steps: int, n_chains: int, latent_dim: int,
-              dae_weight: str = "none", energy_reg: float = 0.0, dae_pretrain: int = 0):
+              dae_weight: str = "none", energy_reg: float = 0.0, dae_pretrain: int = 0,
+              contrastive_sigma: str = "per_example"):
   """(nets, key, batch [B, H, W, C], t) -> (nets, metrics): iteration t of Algorithm 1, jit-able.
+
+  contrastive_sigma: 'per_example' (Alg. 1: every example's own sigma_i from the ladder) or 'chain' (the chains'
+  fixed sigmas; contrastive_loss).
 
   dae_pretrain = P > 0: the first P iterations (t < P) run only (a), the L DAE / decoder steps; (b) and (c) start
   at iteration P (their metrics are NaN before it; metrics['algorithm1'] is 1 once they run)."""
@@ -261,7 +296,9 @@ def make_step(fns_of, ladder: Array, chains: Chains, dae_steps: int, n_chains: i
       z_k, x_t = jax.lax.stop_gradient(ch["z"]), jax.lax.stop_gradient(ch["x"])
       # (c) contrastive updates: gamma on U_s(z_data) - U_s(z^K), phi on U_c(x_data) - U_c(x^T)
       (cd, cd_aux), g = jax.value_and_grad(
-          lambda p: contrastive_loss(fns_of, p, k_cd, batch, z_k, x_t, chains, energy_reg), has_aux=True)(params_of(n))
+          lambda p: contrastive_loss(fns_of, p, k_cd, batch, z_k, x_t, chains, energy_reg,
+                                     ladder if contrastive_sigma == "per_example" else None),
+          has_aux=True)(params_of(n))
       m = {"grad_norm_cd": optax.tree.norm(g),
            "energy_latent_start": ch["energy_latent"][0] if chains.latent_steps else jnp.asarray(jnp.nan),
            "energy_pixel_start": ch["energy_pixel"][0] if chains.pixel_steps else jnp.asarray(jnp.nan),
@@ -290,7 +327,7 @@ def chains_of(config, section: str) -> Chains:
   c, m = config[section], config.model
   return Chains(latent_steps=int(c.latent_steps), pixel_steps=int(c.pixel_steps), eta_latent=float(c.eta_latent),
                 eta_pixel=float(c.eta_pixel), sigma_latent=float(m.sigma_latent), sigma_pixel=float(m.sigma_pixel),
-                noise_scale=float(c.noise_scale))
+                noise_scale=float(c.noise_scale), step_rule=c.step_rule)
 
 
 def _chain_keys(latent_steps: int, pixel_steps: int) -> dict:
@@ -298,7 +335,8 @@ def _chain_keys(latent_steps: int, pixel_steps: int) -> dict:
           "pixel_steps": pixel_steps,    # ... and T pixel steps
           "eta_latent": 0.1,             # eta_1
           "eta_pixel": 0.01,             # eta_2
-          "noise_scale": 1.0}            # x - eta/2 grad U + noise_scale sqrt(eta) w
+          "step_rule": "paper",          # paper: x - eta grad U + sqrt(2 eta) e (eqs. 6, 15, 16) | half (STEP_RULES)
+          "noise_scale": 1.0}            # multiplies the noise term (1: unadjusted Langevin)
 
 
 def defaults(method: str) -> dict:
@@ -312,6 +350,7 @@ def defaults(method: str) -> dict:
                    "n_chains": 0,         # chains per iteration; 0: batch_size / L
                    "energy_reg": 0.0,     # alpha (U_data^2 + U_sample^2) in the contrastive terms
                    "dae_pretrain": 0,     # P: iterations of step (a) alone first
+                   "contrastive_sigma": "per_example",  # per_example: sigma_i from the ladder (Alg. 1) | chain
                    **_chain_keys(20, 90)},
       "sampling": {"method": "two_stage", "n_samples": 1000,
                    "batch_size": 0,       # chains per compiled sampler call; 0: all at once
@@ -319,7 +358,9 @@ def defaults(method: str) -> dict:
                    "final_denoise": True,  # output r_phi(x^T, sigma_pixel)
                    "latent_init": "normal",  # normal: z^0 ~ N(0, I) | data_gaussian: the training codes' Gaussian
                    "latent_fit_n": 2000,  # training images whose codes data_gaussian fits
-                   "pixel_only": True,    # also pixel-only Langevin from noise, K + T steps
+                   "pixel_only": True,    # also the pixel-only baselines: Fig. 5's, and one at the two-stage cost
+                   "pixel_only_steps": 500,  # Fig. 5's baseline: this many pixel steps from N(0, I) ...
+                   "pixel_only_n": 0,     # ... for this many chains (0: n_samples)
                    **_chain_keys(20, 90)},
       "eval": {"ood_sigma": 0.05,         # OOD score -U_c(x, ood_sigma)
                "ood_n_eps": 1,            # noise draws averaged per OOD score
@@ -348,7 +389,11 @@ def validate(config, shape) -> None:
   positive(config, "training.n_chains", integer=True, allow_zero=True)
   positive(config, "training.energy_reg", allow_zero=True)
   positive(config, "training.dae_pretrain", integer=True, allow_zero=True)
+  one_of(config, "training.contrastive_sigma", CONTRASTIVE_SIGMAS)
+  positive(config, "sampling.pixel_only_steps", integer=True)
+  positive(config, "sampling.pixel_only_n", integer=True, allow_zero=True)
   for sec in ("training", "sampling"):
+    one_of(config, f"{sec}.step_rule", tuple(STEP_RULES))
     positive(config, f"{sec}.latent_steps", integer=True, allow_zero=True)
     positive(config, f"{sec}.pixel_steps", integer=True, allow_zero=True)
     positive(config, f"{sec}.eta_latent")
@@ -389,33 +434,42 @@ def build(config, dataset) -> Method:
     return unet_dae.split(net.init(key, jnp.zeros((1,) + shape), jnp.ones((1,))))
 
   step = make_step(fns_of, ladder, train_chains, t.dae_steps, n_chains, latent_dim, config.model.dae_weight,
-                   float(t.energy_reg), int(t.dae_pretrain))
+                   float(t.energy_reg), int(t.dae_pretrain), t.contrastive_sigma)
 
   # ---------------------------------------------------------------- sampling
+  def pixel_chain(f, key, x0, n_steps, keep):
+    u_c = lambda x, k: texture_energy(f.denoise, k, x, sample_chains.sigma_pixel)                   # eq. 7
+    return samplers.energy_langevin(u_c, key, x0, sample_chains.eta_pixel, n_steps, sample_chains.convention,
+                                    sample_chains.noise_scale, keep)
+
+  def denoised(f, x):  # r_phi(x^T, sigma_pixel): the DAE's posterior mean
+    return f.denoise(x, jnp.full((x.shape[0],), sample_chains.sigma_pixel)) if s_cfg.final_denoise else x
+
   def draw(params, key, n, base):
+    """The two-stage chain, and pixel-only Langevin at the same cost: K + T pixel steps from U[data range]."""
     f = fns_of(params)
     k_z, k_2s, k_x, k_po = jax.random.split(key, 4)
     keep = min(n_keep, n)
     z0 = sampling.start(draw_latents(k_z, n, latent_dim, base))
     ch = two_stage_chain(f.denoise, f.semantic_decode, k_2s, z0, sample_chains, keep)
-    out = {"x": ch["x"], "semantic": ch["x0"], "z_traj": ch["z_traj"], "x_traj": ch["x_traj"]}
-    if s_cfg.pixel_only:  # the same number of DAE evaluations: K + T pixel steps from noise
+    out = {"x": denoised(f, ch["x"]), "semantic": ch["x0"], "z_traj": ch["z_traj"], "x_traj": ch["x_traj"]}
+    if s_cfg.pixel_only:  # each latent step also evaluates r_phi once (and the cheaper h_gamma, not counted)
       x0 = sampling.start(jax.random.uniform(k_x, (n,) + shape, minval=lo, maxval=hi))
-      u_c = lambda x, k: texture_energy(f.denoise, k, x, sample_chains.sigma_pixel)
-      out["pixel_only"], aux = samplers.energy_langevin(u_c, k_po, x0, sample_chains.eta_pixel,
-                                                        sample_chains.latent_steps + sample_chains.pixel_steps,
-                                                        noise_scale=sample_chains.noise_scale, n_keep=keep)
-      out["po_traj"] = aux["trajectory"]
-    if s_cfg.final_denoise:  # r_phi(x^T, sigma_pixel): the DAE's posterior mean
-      sig = jnp.full((n,), sample_chains.sigma_pixel)
-      for k in ("x", "pixel_only"):
-        if k in out:
-          out[k + "_last"] = out[k]
-          out[k] = f.denoise(out[k], sig)
+      x, _ = pixel_chain(f, k_po, x0, sample_chains.latent_steps + sample_chains.pixel_steps, 0)
+      out["pixel_only_equal_cost"] = denoised(f, x)
     return out
+
+  def draw_pixel_only(params, key, n):
+    """The paper's pixel-only baseline (Fig. 5): sampling.pixel_only_steps pixel steps from N(0, I)."""
+    f = fns_of(params)
+    k0, k1 = jax.random.split(key)
+    keep = min(n_keep, n)
+    x, aux = pixel_chain(f, k1, sampling.start(jax.random.normal(k0, (n,) + shape)), int(s_cfg.pixel_only_steps), keep)
+    return {"pixel_only": denoised(f, x), "po_traj": aux["trajectory"]}
 
   draw_normal = sampling.compile_draw(lambda p, key, n: draw(p, key, n, None))
   draw_fitted = sampling.compile_draw(lambda p, key, n: draw(p["params"], key, n, p["base"]))
+  draw_po = sampling.compile_draw(draw_pixel_only)
   decode_h = jax.jit(lambda p, z: fns_of(p).semantic_decode(z))
   encode = jax.jit(lambda p, x, sig: fns_of(p).encode(x, sig))
 
@@ -423,7 +477,7 @@ def build(config, dataset) -> Method:
     return np.unique(np.linspace(0, n_total, min(n_cols, n_total + 1)).round().astype(int))
 
   def sample(params, key):
-    traj = ("z_traj", "x_traj", "po_traj")
+    traj = ("z_traj", "x_traj")
     if s_cfg.latent_init == "data_gaussian":  # z^0 from the Gaussian of the training codes (a key apart from the chains')
       x_fit = np.asarray(dataset.train_images()[:int(s_cfg.latent_fit_n)], np.float32)
       base = latent_gaussian(lambda x, sig: encode(params, x, sig), jax.random.fold_in(key, _LATENT_FIT_TAG),
@@ -432,8 +486,12 @@ def build(config, dataset) -> Method:
                                          s_cfg.batch_size, first_only=traj)
     else:
       first = sampling.sample_in_batches(draw_normal, params, key, s_cfg.n_samples, s_cfg.batch_size, first_only=traj)
+    if s_cfg.pixel_only:
+      first.update(sampling.sample_in_batches(draw_po, params, jax.random.fold_in(key, _PIXEL_ONLY_TAG),
+                                              int(s_cfg.pixel_only_n) or int(s_cfg.n_samples), s_cfg.batch_size,
+                                              first_only=("po_traj",)))
     to_unit = lambda a: np.asarray(dataset.to_unit(np.asarray(a)), np.float32)
-    res = {k: to_unit(first[k]) for k in ("x", "semantic", "pixel_only") if k in first}
+    res = {k: to_unit(first[k]) for k in ("x", "semantic", "pixel_only", "pixel_only_equal_cost") if k in first}
     # Fig. 5 strips: h(z) along the latent chain, then x along the pixel chain, then the output
     zc = _columns(sample_chains.latent_steps, 4)
     lat = [np.asarray(decode_h(params, first["z_traj"][j])) for j in zc]
@@ -443,32 +501,34 @@ def build(config, dataset) -> Method:
       strip.append(first["x"][:n_keep])
     res["trajectory"] = to_unit(np.stack(strip))
     if "po_traj" in first:
-      pc = _columns(sample_chains.latent_steps + sample_chains.pixel_steps, 10)
-      strip = [first["po_traj"][j] for j in pc]
+      strip = [first["po_traj"][j] for j in _columns(int(s_cfg.pixel_only_steps), 10)]
       if s_cfg.final_denoise:
         strip.append(first["pixel_only"][:n_keep])
       res["trajectory_pixel_only"] = to_unit(np.stack(strip))
     return res
 
   # ---------------------------------------------------------------- evaluation
-  ood_energy = jax.jit(lambda p, k, x: mean_texture_energy(fns_of(p).denoise, k, x, float(e_cfg.ood_sigma),
-                                                           int(e_cfg.ood_n_eps)))
+  ood_energy = jax.jit(lambda p, k, x, sigma: mean_texture_energy(fns_of(p).denoise, k, x, sigma, int(e_cfg.ood_n_eps)))
 
   def evaluate(params, key, samples):
     out = dict(image_eval.evaluate(config, dataset, samples["x"]))  # two-stage: the main set
-    for name in ("pixel_only", "semantic"):
+    for name in ("pixel_only", "pixel_only_equal_cost", "semantic"):
       if name in samples:
         out.update(image_eval.evaluate_set(config, dataset, samples[name], name))
     k_eps, k_sets = jax.random.split(key)
-    score = lambda x: -np.asarray(ood_energy(params, k_eps, jnp.asarray(x)))  # higher = in-distribution
-    out.update(ood.ood_eval(score, dataset, k_sets, n=int(e_cfg.ood_n), tfds_names=tuple(e_cfg.ood_datasets),
-                            data_dir=config.data.data_dir or None, batch_size=int(e_cfg.ood_batch_size)))
-    out["ood_sigma"] = float(e_cfg.ood_sigma)
+    # the OOD score -U_c(x, sigma) at the paper's eval.ood_sigma, and at the pixel chain's sigma, a level the
+    # contrastive term trains whichever training.contrastive_sigma (higher = in-distribution)
+    for prefix, sigma in (("", float(e_cfg.ood_sigma)), ("chain_sigma_", float(config.model.sigma_pixel))):
+      score = lambda x, sigma=sigma: -np.asarray(ood_energy(params, k_eps, jnp.asarray(x), sigma))
+      res = ood.ood_eval(score, dataset, k_sets, n=int(e_cfg.ood_n), tfds_names=tuple(e_cfg.ood_datasets),
+                         data_dir=config.data.data_dir or None, batch_size=int(e_cfg.ood_batch_size))
+      out.update({f"{prefix}{k}": v for k, v in res.items()})
+      out[f"{prefix}ood_sigma"] = sigma
     return out
 
   def plot(samples, params, sample_dir):
     paths = [viz.image_grid(os.path.join(sample_dir, "samples.png"), samples["x"][:64])]
-    for name in ("pixel_only", "semantic"):
+    for name in ("pixel_only", "pixel_only_equal_cost", "semantic"):
       if name in samples:
         paths.append(viz.image_grid(os.path.join(sample_dir, f"{name}.png"), samples[name][:64]))
     for name in ("trajectory", "trajectory_pixel_only"):

@@ -6,7 +6,11 @@ Gradients of the Data Distribution").
    example (eqs. 5-6; lambda(sigma) = sigma^2).
 3. Annealed Langevin dynamics (Alg. 1): T steps per level with alpha_i = eps sigma_i^2 / sigma_L^2.
    The step rule ('paper' or the reference code's 'code') is config.sampling.convention.
-On the 2-D toy (Sec. 3.2) plain Langevin at the smallest sigma with the same number of score
+   sampling.method = 'annealed_mala' adds a Metropolis-Hastings correction to every step
+   (samplers.annealed_mala: the log-density ratio is the trapezoid line integral of the score), so that each
+   level samples p_{sigma_i} exactly at any step size; its acceptance rates are reported overall and per level
+   (eval 'mala_accept_rate', 'mala_accept_level_<i>'; samples/mala_accept.npz: [N, L] per chain).
+On the 2-D toy (Sec. 3.2.2, Fig. 3) plain Langevin at the smallest sigma with the same number of score
 evaluations is sampled too: it recovers the modes but not their weights, annealing recovers both.
 
 model.base_score = 'gaussian' (not in the paper): s = s_G + network, with s_G the closed-form score of the
@@ -25,6 +29,7 @@ from dsm_jax.methods.base import Method, loss_step, register
 from dsm_jax.validation import ConfigError, interval, one_of, positive
 
 BASE_SCORES = ("none", "gaussian")
+METHODS = ("annealed_langevin", "annealed_mala")
 
 
 def defaults(method: str) -> dict:
@@ -36,7 +41,7 @@ def defaults(method: str) -> dict:
                 "anneal_power": 2.0,     # lambda(sigma) = sigma^anneal_power (paper: 2)
                 "base_score": "none"},   # none | gaussian: + the data's Gaussian score (gaussian_base.py)
       "sampling": {
-          "method": "annealed_langevin",
+          "method": "annealed_langevin",  # Alg. 1 | annealed_mala: + a Metropolis-Hastings correction per step
           "score": "model",              # model | analytic: the exact score of a toy's smoothed density
           "analytic_form": "convolved",  # convolved: std sqrt(1 + sigma^2) | reference: std sigma (NCSN toy runner)
           "n_samples": 1000,
@@ -56,7 +61,7 @@ def validate(config, dataset) -> None:
   sigmas.ladder_from_config(config)
   one_of(config, "model.base_score", BASE_SCORES)
   positive(config, "model.anneal_power", allow_zero=True)
-  one_of(config, "sampling.method", ("annealed_langevin",))
+  one_of(config, "sampling.method", METHODS)
   one_of(config, "sampling.convention", samplers.CONVENTIONS)
   one_of(config, "sampling.score", ("model", "analytic"))
   one_of(config, "sampling.analytic_form", ("convolved", "reference"))
@@ -102,11 +107,13 @@ def build(config, dataset) -> Method:
     k0, ka, kl = jax.random.split(key, 3)
     lo, hi = s_cfg.init_range
     x0 = sampling.start(jax.random.uniform(k0, (n,) + shape, minval=lo, maxval=hi))  # Alg. 1: x_0 ~ U
-    xa, aux = samplers.annealed_langevin(score_fn, ka, x0, ladder, s_cfg.eps, s_cfg.n_steps_each,  # Alg. 1
-                                         convention=s_cfg.convention, final_denoise=s_cfg.final_denoise,
-                                         return_traj=True)
+    sampler = samplers.annealed_mala if s_cfg.method == "annealed_mala" else samplers.annealed_langevin
+    xa, aux = sampler(score_fn, ka, x0, ladder, s_cfg.eps, s_cfg.n_steps_each,                  # Alg. 1
+                      convention=s_cfg.convention, final_denoise=s_cfg.final_denoise, return_traj=True)
     out = {"x": xa, "trajectory": aux["trajectory"][:, :n_traj]}
-    if s_cfg.langevin_compare:  # plain Langevin at sigma_L with the same number of score evaluations (Sec. 3.2)
+    if "accept" in aux:
+      out["mala_accept"] = aux["accept"].T  # [n, L]: each chain's acceptance rate per level
+    if s_cfg.langevin_compare:  # plain Langevin at sigma_L with the same number of score evaluations (Sec. 3.2.2)
       n_plain = s_cfg.langevin_steps or int(ladder.shape[0]) * s_cfg.n_steps_each
       out["langevin"], _ = samplers.langevin(score_fn, kl, x0, s_cfg.langevin_eps, n_plain, sigma=ladder[-1],
                                              convention=s_cfg.convention)
@@ -121,14 +128,21 @@ def build(config, dataset) -> Method:
   def sample(params, key):
     out = draw_all(draw_exact if s_cfg.score == "analytic" else draw_model, params, key)
     if images:  # samples.npz holds x in [0, 1], NHWC
-      out = {k: np.asarray(dataset.to_unit(v)) for k, v in out.items()}
+      out = {k: v if k == "mala_accept" else np.asarray(dataset.to_unit(v)) for k, v in out.items()}
     return out
+
+  def accept_rates(samples, suffix=""):
+    if "mala_accept" not in samples:
+      return {}
+    acc = np.asarray(samples["mala_accept"])
+    return {f"mala_accept_rate{suffix}": float(np.mean(acc)),
+            **{f"mala_accept_level_{i}{suffix}": float(a) for i, a in enumerate(np.mean(acc, axis=0))}}
 
   def evaluate(params, key, samples):
     if images:
-      return image_eval.evaluate(config, dataset, samples["x"])
+      return {**image_eval.evaluate(config, dataset, samples["x"]), **accept_rates(samples)}
     k_ref, k_mmd, k_score = jax.random.split(key, 3)
-    out = {}
+    out = accept_rates(samples)
     out.update(toy_eval.mixture_metrics(samples["x"], dataset, "weight_pos_annealed"))
     if "langevin" in samples:
       out.update(toy_eval.mixture_metrics(samples["langevin"], dataset, "weight_pos_langevin"))
@@ -136,6 +150,7 @@ def build(config, dataset) -> Method:
       # exact-score reference: the same sampler settings with the analytic smoothed score, no network
       ref = draw_all(draw_exact, params, k_ref)
       out.update(toy_eval.mixture_metrics(ref["x"], dataset, "weight_pos_annealed_exact_score"))
+      out.update(accept_rates(ref, "_exact_score"))
       if "langevin" in ref:
         out.update(toy_eval.mixture_metrics(ref["langevin"], dataset, "weight_pos_langevin_exact_score"))
       net_score = lambda x, sig: score(params["score"], x, sig)
@@ -160,7 +175,7 @@ def build(config, dataset) -> Method:
     if getattr(dataset, "has_density", False):
       ld = lambda pts: dataset.log_prob(jnp.asarray(pts), float(ladder[-1]))
     lim = max(abs(v) for v in s_cfg.init_range) + 2
-    paths = [viz.scatter_2d(f"{sample_dir}/samples.png", samples["x"], ld, "annealed Langevin", lim),
+    paths = [viz.scatter_2d(f"{sample_dir}/samples.png", samples["x"], ld, s_cfg.method.replace("_", " "), lim),
              viz.trajectory_2d(f"{sample_dir}/trajectory.png", samples["trajectory"],
                                [f"sigma={s:.3g}" for s in np.asarray(ladder)], lim)]
     if "langevin" in samples:

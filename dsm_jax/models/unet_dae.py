@@ -1,5 +1,5 @@
 """Denoising-EBM's networks (Zeng 2023, "How to Construct Energy for Images? Denoising Autoencoder Can
-Be Energy Based Model", Sec. 3), NHWC.
+Be Energy Based Model", Sec. 4.1), NHWC.
 
 * `UNetDAE`: the noise-conditional denoising autoencoder r_phi(x~, sigma) = g_beta(f_alpha(x~, sigma)),
   phi = (alpha, beta), and the semantic decoder h_gamma(z), in one Flax module whose methods give
