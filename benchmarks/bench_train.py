@@ -35,6 +35,8 @@ def parse_args(argv=None):
   ap.add_argument("--reps", type=int, default=3, help="timed calls (median reported)")
   ap.add_argument("--sample_n", type=int, default=64, help="samples for the sampler timing (image configs)")
   ap.add_argument("--no_sample", action="store_true")
+  ap.add_argument("--start", type=int, default=-1,
+                  help="step index of the first timed step (-1: the run's last steps, past any pre-training phase)")
   return ap.parse_args(argv)
 
 
@@ -49,6 +51,7 @@ if ARGS.cpu_devices:  # before JAX starts its backends (platform.setup's device 
 
 from dsm_jax import data as data_lib  # noqa: E402
 from dsm_jax import flops, methods, platform, train  # noqa: E402
+from dsm_jax.models import layers  # noqa: E402
 
 
 def _set(config, assignments: str) -> None:
@@ -87,6 +90,17 @@ def median(fn, reps):
   return statistics.median(ts)
 
 
+def model_flops(fn, *args) -> float:
+  """Model FLOPs: counted with XLA's convolution form, whatever form the platform runs (the loop-safe VJP form
+  computes the same gradients through extra transposed convolutions)."""
+  impl = layers.default_conv_impl()
+  layers.set_default_conv_impl("xla")
+  try:
+    return flops.count(fn, *args)
+  finally:
+    layers.set_default_conv_impl(impl)
+
+
 def bench(name: str) -> dict:
   config = importlib.import_module(f"configs.{name}").get_config()
   _set(config, ARGS.set)
@@ -101,16 +115,20 @@ def bench(name: str) -> dict:
   state = program.init(jax.random.PRNGKey(config.seed))
   jax.block_until_ready(state)
   k = ARGS.steps or config.training.steps_per_call
+  # Methods that change phase with the step (Denoising-EBM's DAE pre-training, DDE's E_p pre-training) are timed
+  # in their last phase, the one the FLOP count (the costliest branch) describes.
+  base = ARGS.start if ARGS.start >= 0 else max(0, int(config.training.n_iters) - (2 * ARGS.reps + 4) * k)
+  steps = lambda i: np.arange(base + i * k, base + (i + 1) * k, dtype=np.int32)
+  state["step"] = jax.device_put(np.asarray(base, state["step"].dtype), state["step"].sharding)  # the phase's clock
   tic = time.perf_counter()
-  state, m = program.run(state, np.arange(0, k, dtype=np.int32))
+  state, m = program.run(state, steps(0))
   first = time.perf_counter() - tic
   calls = iter(range(1, 1000))
 
   def one(prefetch: bool):
     nonlocal state
     i = next(calls)
-    nxt = np.arange((i + 1) * k, (i + 2) * k, dtype=np.int32) if prefetch else None
-    state, _ = program.run(state, np.arange(i * k, (i + 1) * k, dtype=np.int32), next_steps=nxt)
+    state, _ = program.run(state, steps(i), next_steps=steps(i + 1) if prefetch else None)
 
   serial = median(lambda: one(False), ARGS.reps)  # batches built before each chunk
   one(True)  # prime the background thread with the next chunk
@@ -118,7 +136,7 @@ def bench(name: str) -> dict:
   host = median(lambda: program.batches(np.arange(0, k, dtype=np.int32)), ARGS.reps) / k
   batch = jax.ShapeDtypeStruct(np.shape(program.batches(np.arange(1))[0]), jnp.float32) if not program.in_graph \
       else jax.ShapeDtypeStruct((config.training.batch_size,) + tuple(dataset.shape), jnp.float32)
-  step_flops = flops.count(train.guarded_step(method), jax.eval_shape(lambda s: s, state), batch)
+  step_flops = model_flops(train.guarded_step(method), jax.eval_shape(lambda s: s, state), batch)
   n_params = sum(int(np.prod(l.shape)) for n in state["nets"].values() if isinstance(n, train.NetState)
                  for l in jax.tree_util.tree_leaves(n.params))
   row = {"config": name, "backend": f"{jax.default_backend()} x{len(program.mesh.devices.ravel())}",

@@ -13,8 +13,8 @@ the paper's MNIST recipe (docs/log/, "DDE on mnist5k: annealing sigma"):
 The annealing schedule refits E_p at each level and then freezes it (training.ep_training = 'pretrain'; the
 reference trains E_p in every round, 'joint'), and the DenseNets keep the form these settings were measured
 with: Flax's initialisation and the quadratic term 1/2 softplus(c) ||x||^2 in the energies (the reference:
-Xavier-uniform init, a linear last layer). docs/RESULTS.md (DDE) has the run with the reference's E_p training
-and networks beside this one."""
+Xavier-uniform init, a linear last layer). The reference's joint E_p training is measured on dde_toy
+(docs/RESULTS.md, DDE); this config has not been rerun in the reference's form."""
 from configs.dde_images import dde_image_config
 
 
