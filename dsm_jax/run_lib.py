@@ -13,6 +13,7 @@ on DIR they must write elsewhere (--outdir), since DIR's lock is taken.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -129,6 +130,32 @@ def run(config, workdir: str, mode: str = "train", progress=None, outdir: str | 
       lock.release()
 
 
+def run_keys(config) -> tuple:
+  """(sampling key, evaluation key) of a run: `run` samples with the first and evaluates with the second."""
+  return tuple(jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5A3D)))
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A trained run, ready to use: its dataset, its method (sample / evaluate / plot / score ...) and the
+  parameters the runner samples with (the EMA where the config keeps one) at checkpoint `step`."""
+  config: object
+  dataset: object
+  method: methods.Method
+  params: dict
+  step: int
+
+
+def load(config, workdir: str) -> TrainedRun:
+  """The newest checkpoint in `workdir` of a run of `config`, e.g. to look at a model after `run(config, workdir)`
+  in a notebook: `r = load(config, workdir); r.method.sample(r.params, run_keys(config)[0])` draws the samples
+  the run drew. Raises checkpoint.CheckpointError when workdir has no checkpoint, or one of another model."""
+  dataset, method = prepare(config, workdir)
+  platform.apply(config)
+  step, state = train.load_latest(config, workdir, method, dataset)
+  return TrainedRun(config, dataset, method, train.sampling_params(state["nets"]), int(step))
+
+
 def _run_id() -> str:
   """The same id on every process of a job (process 0's, broadcast), for the lock check."""
   token = uuid.uuid4().int & 0x7FFFFFFF
@@ -153,7 +180,7 @@ def _run_locked(config, workdir, outdir, mode, dataset, method, main, progress) 
       write_text(os.path.join(outdir, "config.json"), config.to_json_best_effort(indent=1))
   step = int(state["step"])
   params = train.sampling_params(state["nets"])
-  k_sample, k_eval = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x5A3D))
+  k_sample, k_eval = run_keys(config)
   sample_dir = os.path.join(outdir, "samples")
 
   nonfinite = {}

@@ -285,3 +285,40 @@ def test_ema_is_the_debiased_average_of_the_optimised_parameters():
   # late in a run the update is the plain EMA
   late = train_lib.ema_update({"w": jnp.asarray(1.0)}, {"w": jnp.asarray(0.0)}, 0.999, 200000)
   np.testing.assert_allclose(float(late["w"]), 0.999, rtol=1e-6)
+
+
+def test_load_gives_the_trained_runs_method_and_parameters(tmp_path):
+  """run_lib.load restores the newest checkpoint: its method, sampling with run_keys' key, redraws the very
+  samples the run saved, and its evaluate reproduces eval.json."""
+  config = tiny("dsm_toy")
+  wd = str(tmp_path / "run")
+  res = run_lib.run(config, wd)
+  loaded = run_lib.load(config, wd)
+  assert loaded.step == config.training.n_iters == res["step"]
+  k_sample, k_eval = run_lib.run_keys(config)
+  x = np.asarray(loaded.method.sample(loaded.params, k_sample)["x"])
+  np.testing.assert_array_equal(x, np.load(os.path.join(wd, "samples", "samples.npz"))["x"])
+  again = loaded.method.evaluate(loaded.params, k_eval, {"x": x})
+  assert again["score_rel_mse"] == pytest.approx(res["score_rel_mse"], rel=1e-5)
+  # the method's score is the field its evaluation measured
+  from dsm_jax.eval import toy as toy_eval
+  err = toy_eval.score_error(loaded.method.score(loaded.params), loaded.dataset, jax.random.split(k_eval)[0],
+                             config.model.sigma)
+  assert err == pytest.approx(res["score_rel_mse"], rel=1e-5)
+  with pytest.raises(checkpoint.CheckpointError):
+    run_lib.load(config, str(tmp_path / "empty"))
+
+
+def test_mdsm_functions_energy_is_the_sampled_fields_potential():
+  """method.functions(params)['energy'] is the energy whose negative gradient is the method's score."""
+  from dsm_jax import data as data_lib
+  from dsm_jax import methods
+  config = tiny("mdsm_toy")
+  dataset = data_lib.get_dataset(config.data, config.seed)
+  method = methods.build(config, dataset)
+  params = method.init(jax.random.PRNGKey(0))
+  energy = method.functions(params)["energy"]
+  x = jax.random.normal(jax.random.PRNGKey(1), (7, 2)) * 3.0
+  assert energy(x).shape == (7,)
+  grad = jax.grad(lambda v: jnp.sum(energy(v)))(x)
+  np.testing.assert_allclose(-grad, method.score(params)(x, None), rtol=1e-5, atol=1e-6)

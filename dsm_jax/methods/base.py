@@ -35,6 +35,8 @@ class Method:
   score(params) -> score_fn(x, sigma)       the model's score as its sampler uses it
   loss(params, key, batch) -> (loss, aux)    a one-network method's objective (its step is loss_step of it)
   draw(params, key, n) -> {set: array}       the compiled sampler of one batch of n chains (sampling.compile_draw)
+  functions(params) -> record               the trained networks as named plain callables, for looking at a model
+                                           (mdsm: {'energy': x -> E(x) [B]}; debm: unet_dae.DAEFunctions)
   params: {name: EMA (or raw) parameters}, as the trainer hands them over.
   """
   name: str
@@ -47,6 +49,7 @@ class Method:
   score: Optional[Callable] = None
   loss: Optional[Callable] = None
   draw: Optional[Callable] = None
+  functions: Optional[Callable] = None
   slots: dict = dataclasses.field(default_factory=dict)
 
 

@@ -539,4 +539,4 @@ def build(config, dataset) -> Method:
   updates = float(t.dae_steps + 1)  # L DAE updates and one contrastive update of each network per iteration
   return Method(name="debm", init=init, step=step, networks={"phi": updates, "gamma": updates},
                 slots={"phi": SLOTS, "gamma": SLOTS}, sample=sample, evaluate=evaluate, plot=plot,
-                draw=draw_normal)
+                draw=draw_normal, functions=fns_of)

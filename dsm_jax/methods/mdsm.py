@@ -248,4 +248,5 @@ def build(config, dataset) -> Method:
     return fields.score_from_energy(lambda x, _s: energy(params["energy"], x))
 
   return Method(name="mdsm", init=init, step=loss_step("energy", loss), networks={"energy": 1}, loss=loss, sample=sample,
-                evaluate=evaluate, plot=plot, score=score_of, draw=draw)
+                evaluate=evaluate, plot=plot, score=score_of, draw=draw,
+                functions=lambda params: {"energy": lambda x: energy(params["energy"], x)})

@@ -98,5 +98,9 @@ def build(config, dataset) -> Method:
     lim = max(abs(v) for v in s_cfg.init_range) + 1
     return [viz.scatter_2d(f"{sample_dir}/samples.png", samples["x"], ld, f"{objective.upper()} samples", lim)]
 
+  def score_of(params):
+    """The learned score s(x) of p_sigma (unconditional: the sigma argument is ignored)."""
+    return lambda x, sig: net.apply(params["score"], x)
+
   return Method(name=objective, init=init, step=loss_step("score", loss), networks={"score": 1}, loss=loss, sample=sample,
-                evaluate=evaluate, plot=plot, draw=draw)
+                evaluate=evaluate, plot=plot, score=score_of, draw=draw)
