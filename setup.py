@@ -33,5 +33,8 @@ setup(
         "cuda": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
         "tf": ["tensorflow-cpu"],
+        # benchmarks/bench_vs_pytorch.py's PyTorch side; on a CPU-only machine install the CPU wheel first:
+        # pip install torch --index-url https://download.pytorch.org/whl/cpu
+        "bench": ["torch"],
     },
 )
