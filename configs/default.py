@@ -62,6 +62,12 @@ def get_default_config(method: str = "") -> ml_collections.ConfigDict:
   e.feature_cache_dir = ""     # '' = ~/.cache/dsm_jax/feature_classifiers
   e.inception_path = ""        # FID Inception-v3 weights: a path, 'auto' (README), '' = not computed
   e.inception_max_n = 1000
+  # the papers' protocol (dsm_jax/eval/protocol.py): FID of fid_n samples against Inception statistics of a split
+  e.fid_n = 0                  # 0: off; the papers: 50000 samples
+  e.fid_batch_size = 0         # samples per batch written to disk (0: sampling.batch_size)
+  e.fid_ref_split = "train"    # train (the papers) | test: the split whose Inception statistics are the reference
+  e.fid_stats_dir = ""         # '': beside the data (<data_dir>/fid_stats)
+  e.inception_logits_path = "" # .npz with the Inception softmax layer 'w' [2048, 1008] (, 'b'): Inception Score
 
   # where and how it runs, apart from the hyperparameters (dsm_jax/platform.py)
   config.runtime = r = ml_collections.ConfigDict()

@@ -336,6 +336,10 @@ class ImageDataset:
   def test_labels(self) -> Optional[np.ndarray]:
     return self._test_split()[1]
 
+  def split_uint8(self, split: str) -> np.ndarray:
+    """The uint8 images [n, H, W, C] of split 'train' or 'test' after the geometry (read-only)."""
+    return self._train if split == "train" else self._test_split()[0]
+
   @property
   def num_test(self) -> int:
     return int(self._test_split()[0].shape[0])

@@ -35,6 +35,9 @@ class Method:
   score(params) -> score_fn(x, sigma)       the model's score as its sampler uses it
   loss(params, key, batch) -> (loss, aux)    a one-network method's objective (its step is loss_step of it)
   draw(params, key, n) -> {set: array}       the compiled sampler of one batch of n chains (sampling.compile_draw)
+  main_draw(params, key) -> (draw, draw_params)  the compiled sampler of the main set 'x' and its first argument,
+                                           where that is not (draw, params) (e.g. a base fitted first); the
+                                           FID protocol draws its large set with it
   params: {name: EMA (or raw) parameters}, as the trainer hands them over.
   """
   name: str
@@ -47,6 +50,7 @@ class Method:
   score: Optional[Callable] = None
   loss: Optional[Callable] = None
   draw: Optional[Callable] = None
+  main_draw: Optional[Callable] = None
   slots: dict = dataclasses.field(default_factory=dict)
 
 
