@@ -29,7 +29,11 @@ def get_default_config(method: str = "") -> ml_collections.ConfigDict:
   data.random_flip = False     # random horizontal flips
   data.dequantize = False      # uniform dequantization (x * 255 + u) / 256 (digits: (v + u) / 17)
   data.pad_to = 0              # 0 | 32: pad 28x28 images to 32x32 with the background
-  data.centre_crop = 0         # 0: none (celeb_a: 140, as NCSN); else centre crop before resizing
+  data.centre_crop = 0         # 0: none (celeb_a: 140, as NCSN; folder: the shorter side); else centre crop, then resize
+  # dataset 'folder' (dsm_jax/data/folder.py): image files under a directory, decoded once into <data_dir>/folder_cache
+  data.folder = ""             # the directory (recursive; jpg, png, webp)
+  data.folder_test_frac = 0.0  # held-out share of the files (by a hash of each relative path)
+  data.folder_channels = 3     # 3: RGB | 1: grey
 
   config.model = ml_collections.ConfigDict()
 

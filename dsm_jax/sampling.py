@@ -23,6 +23,16 @@ from dsm_jax.samplers import shard_chains
 start = shard_chains  # x0 [n, ...] split over the local devices along the chain axis (inside jit)
 
 
+def replicate(tree):
+  """tree's arrays replicated on every local device (a draw splits its chains over them, so parameters committed
+  to one device, as a restored checkpoint's are, would not fit its sharding); unchanged on one device."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec  # noqa: PLC0415
+  devices = jax.local_devices()
+  if len(devices) < 2 or jax.process_count() > 1:
+    return tree
+  return jax.device_put(tree, NamedSharding(Mesh(np.array(devices), ("chains",)), PartitionSpec()))
+
+
 def compile_draw(draw: Callable) -> Callable:
   """draw(params, key, n) jitted with n static: the parameters are an argument, never a constant."""
   return jax.jit(draw, static_argnums=(2,))

@@ -73,9 +73,8 @@ def stats_dir(config, dataset) -> str:
   d = str(config.eval.fid_stats_dir)
   if d:
     return os.path.expanduser(d)
-  data_dir = getattr(dataset, "data_dir", None) or os.environ.get("TFDS_DATA_DIR") or os.path.join(
-      "~", "tensorflow_datasets")
-  return os.path.join(os.path.expanduser(data_dir), "fid_stats")
+  from dsm_jax.data import folder  # noqa: PLC0415
+  return os.path.join(folder.default_data_dir(getattr(dataset, "data_dir", None)), "fid_stats")
 
 
 def _ref_split(config) -> str:
@@ -154,6 +153,7 @@ def protocol_samples(config, method, dataset, params, key, outdir: str, step: in
   """Draws (or completes) the eval.fid_n protocol samples into sample_dir(outdir); returns that directory."""
   n, bsz = int(config.eval.fid_n), batch_size(config)
   draw, draw_params = method.main_draw(params, key) if method.main_draw is not None else (method.draw, params)
+  draw_params = sampling.replicate(draw_params)
   key = jax.random.fold_in(key, _FID_TAG)
 
   def draw_batch(k, m):
