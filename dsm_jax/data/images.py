@@ -59,9 +59,10 @@ _PERM_TAG = 0x5EED_0001  # seeds the per-epoch permutation: (tag, seed, epoch)
 _AUG_TAG = 0x5EED_0002   # seeds flips and dequantization noise: (tag, seed, step)
 _CHUNK = 2048            # examples decoded at a time when reading a split
 
-_TFDS_FIX = ("prepare it in array_record format into --config.data.data_dir=... "
-             "(with TensorFlow: pip install -e .[tf]; tfds needs it to prepare built-in image datasets), "
-             "or use an offline dataset: --config.data.dataset=mnist5k or digits")
+_TFDS_FIX = ("prepare it in array_record format into --config.data.data_dir=... with `python -m experiments.prepare "
+             "--config=...` (needs TensorFlow: pip install -e .[tf]; tfds needs it to prepare built-in image "
+             "datasets), or use an offline dataset (--config.data.dataset=mnist5k or digits) or a folder of images "
+             "(--config.data.dataset=folder --config.data.folder=PATH)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +219,10 @@ def _builder(name: str, data_dir: Optional[str]):
 def _read_split(name: str, split: str, data_dir: Optional[str], geo: Geometry):
   """(uint8 images [n, H, W, C] after `geo`, int64 labels [n] or None), read with tfds.data_source."""
   builder = _builder(name, data_dir)
+  known = list(builder.info.splits.keys())  # empty when the metadata does not list them
+  if known and split not in known:
+    raise DataError(f"config.data.dataset={name!r} in {builder.data_dir} has no split {split!r} (it has {known}); "
+                    f"prepare it again with every split (python -m experiments.prepare --config=...)")
   try:
     src = builder.as_data_source(split=split)
   except NotImplementedError as e:
