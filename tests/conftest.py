@@ -76,8 +76,8 @@ def mock_tfds(monkeypatch):
   state = MockTfds(num_examples=24)
   real_builder = images._builder
 
-  def builder(name, data_dir):
-    b = real_builder(name, data_dir)
+  def builder(name, data_dir, manual_dir=None):
+    b = real_builder(name, data_dir, manual_dir)
     if name in images.OFFLINE_DATASETS or state.splits is None:
       return b
     split_dict = tfds.core.SplitDict([tfds.core.SplitInfo(name=s, shard_lengths=[state.num_examples], num_bytes=0)

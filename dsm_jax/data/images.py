@@ -186,8 +186,9 @@ def _have_tensorflow() -> bool:
   return importlib.util.find_spec("tensorflow") is not None
 
 
-def _builder(name: str, data_dir: Optional[str]):
-  """A tfds builder of `name` whose data is prepared in data_dir, or DataError (one line)."""
+def _builder(name: str, data_dir: Optional[str], manual_dir: Optional[str] = None):
+  """A tfds builder of `name` whose data is prepared in data_dir (prepared here if TensorFlow is installed, with
+  files downloaded by hand taken from manual_dir), or DataError (one line)."""
   if name in OFFLINE_DATASETS:
     from dsm_jax.data import builders
     try:
@@ -209,10 +210,13 @@ def _builder(name: str, data_dir: Optional[str]):
     raise DataError(f"config.data.dataset={name!r} is not prepared in {where} and TensorFlow is not "
                     f"installed to prepare it: {_TFDS_FIX}")
   try:
-    builder.download_and_prepare()
+    config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
+    builder.download_and_prepare(download_config=config)
   except Exception as e:  # noqa: BLE001
+    manual = manual_dir or os.path.join(where, "downloads", "manual")
     raise DataError(f"config.data.dataset={name!r} is not prepared in {where} and tfds could not "
-                    f"download and prepare it ({_one_line(e)}): {_TFDS_FIX}") from e
+                    f"download and prepare it ({_one_line(e)}); files downloaded by hand go in {manual} "
+                    f"(experiments.prepare --manual_dir=...): {_TFDS_FIX}") from e
   return builder
 
 
