@@ -137,13 +137,14 @@ def run(config, workdir: str, mode: str = "train", progress=None, outdir: str | 
 
 
 def _protocol_on(config, dataset) -> bool:
-  on = int(config.eval.fid_n) > 0
+  """Whether this run draws and scores the protocol set: eval.fid_n > 0 and evaluation on."""
+  on = int(config.eval.fid_n) > 0 and bool(config.eval.enabled)
   if on and len(getattr(dataset, "shape", ())) != 3:
     raise ConfigError("eval.fid_n", f"the FID protocol is for image datasets; {config.data.dataset!r} is not one "
                       "(use 0)")
   if on and jax.process_count() > 1:
     raise ConfigError("eval.fid_n", "the FID protocol set is drawn by one host; run it without runtime.distributed")
-  if on and config.eval.enabled:
+  if on:
     from dsm_jax.eval import protocol  # noqa: PLC0415
     _protocol(protocol.validate, config)
   return on

@@ -52,7 +52,8 @@ def tiny_overrides(name: str, cache_dir: str) -> dict:
   c = importlib.import_module(f"configs.{name}").get_config()
   m, t, s, e = c.model, c.training, c.sampling, c.eval
   o = {"training.log_every": 1, "training.ckpt_every": 2, "training.steps_per_call": 1,
-       "runtime.progress": False, "training.n_iters": 2, "eval.feature_cache_dir": cache_dir}
+       "runtime.progress": False, "training.n_iters": 2, "eval.feature_cache_dir": cache_dir,
+       "eval.fid_n": 0}  # the protocol's Inception pass is tested in tests/test_protocol.py
   method = c.method
   if method in ("ncsn", "dsm", "esm", "ssm", "mdsm"):
     o["training.batch_size"] = 8
