@@ -222,7 +222,7 @@ def test_runner_protocol_fid_stats_cache_and_tensorboard(tmp_path, fake_inceptio
   want = fid.fid_from_features(feats(x), feats(ds.split_uint8("train")))
   assert res["protocol_fid"] == pytest.approx(want, rel=1e-6)
   assert (res["protocol_n"], res["protocol_ref_n"], res["protocol_ref_split"]) == (10, 1438, "train")
-  assert res["protocol_inception_score"] == protocol.NOT_COMPUTED
+  assert res["protocol_inception_score"] == res["inception_score"] == protocol.NOT_COMPUTED
   ev = json.load(open(os.path.join(wd, "eval.json")))
   assert ev["protocol_fid"] == pytest.approx(want, rel=1e-6) and "fid_feat" in ev
   tags = tensorboard.read_scalars(os.path.join(wd, "tensorboard"))
