@@ -15,12 +15,15 @@ a set that cannot be prepared) are one line on stderr and exit status 2.
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
-flags.DEFINE_string("manual_dir", None, "tfds manual_dir: files downloaded by hand (default <data_dir>/downloads/manual).")
-FLAGS = flags.FLAGS
+# flags of their own (not absl's global FLAGS), so this module and experiments.run can be imported together
+FLAGS = flags.FlagValues()
+config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", flag_values=FLAGS,
+                                lock_config=True)
+flags.DEFINE_string("manual_dir", None, "tfds manual_dir: files downloaded by hand (default <data_dir>/downloads/manual).",
+                    flag_values=FLAGS)
 USAGE = 2
 
 
@@ -101,4 +104,4 @@ def cli(argv: list) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(cli(sys.argv))

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 
+import chex
 import jax
 import numpy as np
 
@@ -159,6 +160,7 @@ def protocol_samples(config, method, dataset, params, key, outdir: str, step: in
   def draw_batch(k, m):
     x = np.asarray(dataset.to_unit(np.asarray(jax.device_get(draw(draw_params, k, m))["x"]), clip=False),
                    np.float32)
+    chex.assert_shape(x, (m,) + tuple(dataset.shape))
     finite = np.all(np.isfinite(x.reshape(m, -1)), axis=1)
     u8 = np.round(np.clip(np.nan_to_num(x), 0.0, 1.0) * 255.0).astype(np.uint8)
     return {"x": u8, "finite": finite}
