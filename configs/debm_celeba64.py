@@ -9,4 +9,5 @@ def get_config():
   config.data.image_size = 64   # [paper] CelebA 64x64
   config.data.centre_crop = 140  # [choice] as NCSN's CelebA (the paper's crop is not in the text we have)
   config.sampling.batch_size = 50
+  config.eval.fid_n = 50000  # the papers' FID: 50,000 samples against the training split (eval/protocol.py)
   return config

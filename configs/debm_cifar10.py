@@ -7,4 +7,5 @@ from configs.debm_images import debm_image_config
 def get_config():
   config = debm_image_config("cifar10", latent_steps=20, pixel_steps=90)
   config.eval.ood_datasets = ("svhn_cropped", "celeb_a", "cifar100")  # [paper] the OOD table's sets
+  config.eval.fid_n = 50000  # the papers' FID: 50,000 samples against the training split (eval/protocol.py)
   return config

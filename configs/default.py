@@ -29,7 +29,11 @@ def get_default_config(method: str = "") -> ml_collections.ConfigDict:
   data.random_flip = False     # random horizontal flips
   data.dequantize = False      # uniform dequantization (x * 255 + u) / 256 (digits: (v + u) / 17)
   data.pad_to = 0              # 0 | 32: pad 28x28 images to 32x32 with the background
-  data.centre_crop = 0         # 0: none (celeb_a: 140, as NCSN); else centre crop before resizing
+  data.centre_crop = 0         # 0: none (celeb_a: 140, as NCSN; folder: the shorter side); else centre crop, then resize
+  # dataset 'folder' (dsm_jax/data/folder.py): image files under a directory, decoded once into <data_dir>/folder_cache
+  data.folder = ""             # the directory (recursive; jpg, png, webp)
+  data.folder_test_frac = 0.0  # held-out share of the files (by a hash of each relative path)
+  data.folder_channels = 3     # 3: RGB | 1: grey
 
   config.model = ml_collections.ConfigDict()
 
@@ -62,6 +66,12 @@ def get_default_config(method: str = "") -> ml_collections.ConfigDict:
   e.feature_cache_dir = ""     # '' = ~/.cache/dsm_jax/feature_classifiers
   e.inception_path = ""        # FID Inception-v3 weights: a path, 'auto' (README), '' = not computed
   e.inception_max_n = 1000
+  # the papers' protocol (dsm_jax/eval/protocol.py): FID of fid_n samples against Inception statistics of a split
+  e.fid_n = 0                  # 0: off; the papers: 50000 samples
+  e.fid_batch_size = 0         # samples per batch written to disk (0: sampling.batch_size)
+  e.fid_ref_split = "train"    # train (the papers) | test: the split whose Inception statistics are the reference
+  e.fid_stats_dir = ""         # '': beside the data (<data_dir>/fid_stats)
+  e.inception_logits_path = "" # .npz with the Inception softmax layer 'w' [2048, 1008] (, 'b'): Inception Score
 
   # where and how it runs, apart from the hyperparameters (dsm_jax/platform.py)
   config.runtime = r = ml_collections.ConfigDict()

@@ -24,4 +24,5 @@ def get_config():
   t.batch_size = 128                    # cfg.py default --batch_size 128
   t.lr = 5e-5                           # cfg.py default --max_lr 5e-5 (train.py: betas 0.9, 0.95)
   config.eval.ood_datasets = ("cifar10", "svhn_cropped")  # real OOD sets at 32x32 (when prepared)
+  config.eval.fid_n = 50000  # the papers' FID: 50,000 samples against the training split (eval/protocol.py)
   return config

@@ -22,4 +22,5 @@ def get_config():
   t.lr = 5e-5                            # cifar_train.sh: --max_lr 5e-5 (train.py: betas 0.9, 0.95)
   config.data.random_flip = False        # train.py: inf_train_gen(batch_size, flip=False)
   config.eval.ood_datasets = ("svhn_cropped", "cifar100", "celeb_a")  # the usual CIFAR-10 OOD pairs
+  config.eval.fid_n = 50000  # the papers' FID: 50,000 samples against the training split (eval/protocol.py)
   return config

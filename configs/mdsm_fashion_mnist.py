@@ -24,4 +24,5 @@ def get_config():
   t.lr_final_frac = 1e-6 / t.lr         # train.py: CosineAnnealingLR eta_min = 1e-6
   config.sampling.eps = 0.02            # cfg.py default --sample_step_size 0.02 (fmnist_sample_single.sh keeps it)
   config.eval.ood_datasets = ("mnist",)  # the usual pair: Fashion-MNIST vs MNIST
+  config.eval.fid_n = 50000  # the papers' FID: 50,000 samples against the training split (eval/protocol.py)
   return config

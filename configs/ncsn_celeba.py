@@ -8,4 +8,5 @@ def get_config():
   config.data.centre_crop = 140
   config.data.image_size = 32
   config.data.random_flip = True
+  config.eval.fid_n = 50000  # the papers' FID: 50,000 samples against the training split (eval/protocol.py)
   return config

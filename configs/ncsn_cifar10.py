@@ -6,4 +6,5 @@ from configs.ncsn_images import ncsn_image_config
 def get_config():
   config = ncsn_image_config("cifar10", ngf=128)
   config.data.random_flip = True
+  config.eval.fid_n = 50000  # the papers' FID: 50,000 samples against the training split (eval/protocol.py)
   return config

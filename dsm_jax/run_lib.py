@@ -10,6 +10,10 @@
 
 `sample` and `eval` read the checkpoints of DIR and write into `outdir` (default DIR); beside a running `train`
 on DIR they must write elsewhere (--outdir), since DIR's lock is taken.
+
+With config.eval.fid_n > 0 (an image dataset) `train` and `sample` also draw the papers' protocol set into
+DIR/samples/fid_<n>/ (resumable, dsm_jax/eval/protocol.py) and evaluation adds its `protocol_*` figures; `fid_stats`
+computes the protocol's reference Inception statistics (cached beside the data) and touches no run directory.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from dsm_jax.validation import ConfigError, require
 from dsm_jax.workdir import WorkdirLock, check_held_by, write_json, write_npz, write_text
 
 SECTIONS = ("seed", "method", "data", "model", "training", "sampling", "eval", "runtime")
-MODES = ("train", "sample", "eval")
+MODES = ("train", "sample", "eval", "fid_stats")
 
 
 class RunError(RuntimeError):
@@ -109,10 +113,13 @@ def run(config, workdir: str, mode: str = "train", progress=None, outdir: str | 
   """Runs one experiment; returns the eval dict (empty for mode='sample'). outdir: where sample/eval write
   (default workdir)."""
   require(mode in MODES, "mode", f"unknown --mode={mode!r}; use one of {MODES}")
+  if mode == "fid_stats":
+    return fid_stats(config, progress)
   outdir = outdir or workdir
   if mode == "train" and os.path.abspath(outdir) != os.path.abspath(workdir):
     raise ConfigError("outdir", "--outdir is for --mode=sample or eval; training writes into --workdir")
   dataset, method = prepare(config, workdir)
+  _protocol_on(config, dataset)  # its settings and files, before compute
   platform.apply(config)  # the convolution form, before anything is traced
   if outdir != workdir:
     check_workdir(outdir)
@@ -156,6 +163,49 @@ def load(config, workdir: str) -> TrainedRun:
   return TrainedRun(config, dataset, method, train.sampling_params(state["nets"]), int(step))
 
 
+def _protocol_on(config, dataset) -> bool:
+  """Whether this run draws and scores the protocol set: eval.fid_n > 0 and evaluation on."""
+  on = int(config.eval.fid_n) > 0 and bool(config.eval.enabled)
+  if on and len(getattr(dataset, "shape", ())) != 3:
+    raise ConfigError("eval.fid_n", f"the FID protocol is for image datasets; {config.data.dataset!r} is not one "
+                      "(use 0)")
+  if on and jax.process_count() > 1:
+    raise ConfigError("eval.fid_n", "the FID protocol set is drawn by one host; run it without runtime.distributed")
+  if on:
+    from dsm_jax.eval import protocol  # noqa: PLC0415
+    _protocol(protocol.validate, config)
+  return on
+
+
+def _show(config, progress) -> bool:
+  return bool(config.runtime.progress if progress is None else progress)
+
+
+def fid_stats(config, progress=None) -> dict:
+  """--mode=fid_stats: the protocol's reference statistics of config's dataset, split and geometry (cached)."""
+  from dsm_jax.eval import protocol  # noqa: PLC0415
+  validate_common(config)
+  platform.validate(config)
+  dataset = data_lib.get_dataset(config.data, config.seed)
+  if len(getattr(dataset, "shape", ())) != 3:
+    raise ConfigError("data.dataset", f"--mode=fid_stats is for image datasets; {config.data.dataset!r} is not one")
+  try:
+    protocol.validate(config)
+    ref = protocol.reference_stats(config, dataset, _show(config, progress))
+  except protocol.ProtocolError as e:
+    raise RunError(str(e)) from None
+  return {"fid_stats_path": ref["path"], "fid_stats_n": ref["n"], "fid_stats_split": ref["split"]}
+
+
+def _protocol(fn, *args, **kwargs):
+  from dsm_jax import sampling  # noqa: PLC0415
+  from dsm_jax.eval import protocol  # noqa: PLC0415
+  try:
+    return fn(*args, **kwargs)
+  except (protocol.ProtocolError, sampling.SampleSetMismatch) as e:
+    raise RunError(str(e)) from None
+
+
 def _run_id() -> str:
   """The same id on every process of a job (process 0's, broadcast), for the lock check."""
   token = uuid.uuid4().int & 0x7FFFFFFF
@@ -183,6 +233,9 @@ def _run_locked(config, workdir, outdir, mode, dataset, method, main, progress) 
   k_sample, k_eval = run_keys(config)
   sample_dir = os.path.join(outdir, "samples")
 
+  from dsm_jax.eval import protocol  # noqa: PLC0415
+  protocol_on = _protocol_on(config, dataset)
+  show = _show(config, progress)
   nonfinite = {}
   if mode in ("train", "sample"):
     tic = time.perf_counter()
@@ -194,6 +247,10 @@ def _run_locked(config, workdir, outdir, mode, dataset, method, main, progress) 
       tb = tensorboard.maybe_writer(outdir, config)
       tb.images(step, paths)
       tb.close()
+    if protocol_on and main:
+      tic = time.perf_counter()
+      _protocol(protocol.protocol_samples, config, method, dataset, params, k_sample, outdir, step, show)
+      timings["protocol_sample_time_s"] = time.perf_counter() - tic
   if mode == "sample":
     return {}
   if mode == "eval":
@@ -204,6 +261,10 @@ def _run_locked(config, workdir, outdir, mode, dataset, method, main, progress) 
     tic = time.perf_counter()
     results.update(method.evaluate(params, k_eval, samples))
     timings["eval_time_s"] = time.perf_counter() - tic
+    if protocol_on and main:
+      tic = time.perf_counter()
+      results.update(_protocol(protocol.evaluate, config, method, dataset, params, k_sample, outdir, step, show))
+      timings["protocol_time_s"] = time.perf_counter() - tic
   results.update({f"nonfinite_{k}": v for k, v in nonfinite.items()})
   results.update(timings)
   results = _finite_or_none(results)

@@ -2,6 +2,7 @@
 
     python -m experiments.run --config=configs/<name>.py --workdir=DIR [--mode=train|sample|eval]
                               [--outdir=OTHER] [--config.training.n_iters=50 ...]
+    python -m experiments.run --config=configs/<name>.py --mode=fid_stats   (the FID protocol's reference statistics)
 
 Every mistake on the command line (a missing or misspelled config file, a config that does not load, an
 unknown key, a bad value, a mode that needs a checkpoint where there is none, a workdir another run holds)
@@ -20,8 +21,9 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, samples and eval.json.")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"],
-                  "train (then sample and evaluate), sample or eval from the newest checkpoint.")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "fid_stats"],
+                  "train (then sample and evaluate), sample or eval from the newest checkpoint; fid_stats: the "
+                  "FID protocol's reference Inception statistics of the config's data (cached beside the data).")
 flags.DEFINE_string("outdir", None, "--mode=sample|eval: write samples and eval.json here instead of --workdir "
                     "(needed beside a run that is still training in --workdir).")
 flags.DEFINE_integer("restarts", 3, "Supervised training (dsm_jax/platform.py): rerun the command (it resumes "
@@ -104,7 +106,7 @@ def parse_flags(argv):
     FLAGS.config.keys()  # a config file that did not load raises here (ml_collections defers the error)
   except Exception as e:  # noqa: BLE001
     _fail(_load_error(path, e))
-  if not FLAGS.workdir:
+  if not FLAGS.workdir and FLAGS.mode != "fid_stats":
     _fail("--workdir is required, e.g. --workdir=runs/ncsn_toy")
   if FLAGS.restarts < 0:
     _fail(f"--restarts must be >= 0, got {FLAGS.restarts}")

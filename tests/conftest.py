@@ -53,3 +53,47 @@ def _restore_default_conv_impl():
   before = layers.default_conv_impl()
   yield
   layers.set_default_conv_impl(before)
+
+
+class MockTfds:
+  """tfds.testing.mock_data (MockPolicy.USE_CODE) around the real tfds builders: `tfds.builder(name)` is the
+  registered builder class with its real features, and `as_data_source` reads random examples of those features'
+  shapes and dtypes through tfds's ArrayRecordDataSource. The mock leaves `is_prepared` False and the split list
+  empty; `prepared` and `splits` set them (None: the mock's own answer), so a test chooses an unprepared set or
+  a missing split."""
+
+  def __init__(self, num_examples):
+    self.num_examples, self.prepared, self.splits = num_examples, True, None
+
+
+@pytest.fixture
+def mock_tfds(monkeypatch):
+  """The built-in tfds datasets (celeb_a, cifar10, svhn_cropped, fashion_mnist, mnist, ...) through tfds's own
+  builder code with mock_data's random examples (see MockTfds); the offline datasets are read as they are."""
+  import tensorflow_datasets as tfds
+  from dsm_jax.data import images
+
+  state = MockTfds(num_examples=24)
+  real_builder = images._builder
+
+  def builder(name, data_dir, manual_dir=None):
+    b = real_builder(name, data_dir, manual_dir)
+    if name in images.OFFLINE_DATASETS or state.splits is None:
+      return b
+    split_dict = tfds.core.SplitDict([tfds.core.SplitInfo(name=s, shard_lengths=[state.num_examples], num_bytes=0)
+                                      for s in state.splits])
+    b.info._splits = split_dict  # what a prepared set's dataset_info.json lists
+    return b
+
+  # mock_data's batched read (__getitems__ on its ArrayRecordDataSource stand-in) does not receive the keys; the
+  # data source reads item by item through its own __getitem__ instead
+  from tensorflow_datasets.core.data_sources import base as ds_base
+  monkeypatch.setattr(ds_base.BaseDataSource, "__getitems__", lambda self, keys: [self[k] for k in keys])
+  is_prepared = tfds.core.DatasetBuilder.is_prepared
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared",
+                      lambda self: state.prepared if state.prepared is not None else is_prepared(self))
+  monkeypatch.setattr(images, "_builder", builder)
+  images.clear_cache()
+  with tfds.testing.mock_data(num_examples=state.num_examples, policy=tfds.testing.MockPolicy.USE_CODE):
+    yield state
+  images.clear_cache()

@@ -1,7 +1,8 @@
 """Every experiment config in configs/ runs the way the command line runs it: `experiments.run` parses the
 file into the locked ConfigDict, applies --config.* overrides that shrink it (widths, steps, samples), then
-trains, samples and evaluates. tfds datasets, which cannot be downloaded here, are stand-in arrays of each
-set's native shape put through the real geometry code (tests/conftest.py's `standin_tfds`)."""
+trains, samples and evaluates. tfds datasets, which cannot be downloaded here, are read through the real tfds
+builders (celeb_a, cifar10, svhn_cropped, fashion_mnist, mnist) with tfds.testing.mock_data's random examples
+and put through each config's geometry (tests/conftest.py's `mock_tfds`)."""
 import importlib
 import json
 import os
@@ -11,12 +12,21 @@ import sys
 import numpy as np
 import pytest
 
+from dsm_jax.data.images import IMAGE_DATASETS, example_shape
 from experiments import run as cli_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "configs")
 # files in configs/ that only hold shared settings for the experiment configs (no get_config)
 BASES = {"__init__", "default", "ncsn_images", "mdsm_images", "dde_images", "debm_images"}
+
+
+# (dataset, image_size, pad_to) of the image configs -> the shape the model sees: CelebA centre-cropped to 140 and
+# resized (NCSN, MDSM: 32; Denoising-EBM: 64), 28x28 sets padded to 32 by MDSM, native otherwise
+GEOMETRY = {("celeb_a", 32, 0): (32, 32, 3), ("celeb_a", 64, 0): (64, 64, 3), ("cifar10", 0, 0): (32, 32, 3),
+            ("svhn_cropped", 0, 0): (32, 32, 3), ("fashion_mnist", 0, 32): (32, 32, 1),
+            ("fashion_mnist", 0, 0): (28, 28, 1), ("mnist", 0, 0): (28, 28, 1), ("mnist5k", 0, 0): (28, 28, 1),
+            ("mnist", 0, 32): (32, 32, 1), ("mnist5k", 0, 32): (32, 32, 1)}
 
 
 def experiment_configs() -> list:
@@ -42,7 +52,8 @@ def tiny_overrides(name: str, cache_dir: str) -> dict:
   c = importlib.import_module(f"configs.{name}").get_config()
   m, t, s, e = c.model, c.training, c.sampling, c.eval
   o = {"training.log_every": 1, "training.ckpt_every": 2, "training.steps_per_call": 1,
-       "runtime.progress": False, "training.n_iters": 2, "eval.feature_cache_dir": cache_dir}
+       "runtime.progress": False, "training.n_iters": 2, "eval.feature_cache_dir": cache_dir,
+       "eval.fid_n": 0}  # the protocol's Inception pass is tested in tests/test_protocol.py
   method = c.method
   if method in ("ncsn", "dsm", "esm", "ssm", "mdsm"):
     o["training.batch_size"] = 8
@@ -107,8 +118,9 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", experiment_configs())
-def test_config_runs_through_the_cli(name, standin_tfds, tmp_path, cache_dir, capsys):
-  """experiments.run on the locked config: train -> sample -> eval, exit status 0, the output contract."""
+def test_config_runs_through_the_cli(name, mock_tfds, tmp_path, cache_dir, capsys):
+  """experiments.run on the locked config: train -> sample -> eval, exit status 0, the output contract; image
+  samples have the shape of the config's geometry (crop, resize, pad)."""
   wd = str(tmp_path / name)
   over = tiny_overrides(name, cache_dir)
   argv = ["run", f"--config={CONFIG_DIR}/{name}.py", f"--workdir={wd}", "--restarts=0", *_flags(over)]
@@ -121,6 +133,9 @@ def test_config_runs_through_the_cli(name, standin_tfds, tmp_path, cache_dir, ca
   assert rows[-1]["step"] == over["training.n_iters"] and all(np.isfinite(r["loss"]) for r in rows)
   x = np.load(os.path.join(wd, "samples", "samples.npz"))["x"]
   assert len(x) > 0 and np.all(np.isfinite(x))
+  c = importlib.import_module(f"configs.{name}").get_config()
+  if c.data.dataset in IMAGE_DATASETS:
+    assert x.shape[1:] == example_shape(c.data) == GEOMETRY[c.data.dataset, c.data.image_size, c.data.pad_to], name
   config = json.load(open(os.path.join(wd, "config.json")))
   assert config["training"]["n_iters"] == over["training.n_iters"]
 

@@ -420,7 +420,8 @@ def test_paper_config_trains_and_samples(name, standin_tfds, tmp_path):
   schedule. The Fashion-MNIST run also evaluates: feature FID/KID and the OOD block, with MNIST (a
   stand-in here) as the real OOD pair."""
   evaluate = name == "mdsm_fashion_mnist"
-  c = _tiny(name, **{"eval.enabled": evaluate, "eval.feature_cache_dir": str(tmp_path / "fc"), "eval.ood_n": 16})
+  c = _tiny(name, **{"eval.enabled": evaluate, "eval.feature_cache_dir": str(tmp_path / "fc"), "eval.ood_n": 16,
+                     "eval.fid_n": 0})  # the 50,000-sample protocol: tests/test_protocol.py
   wd = str(tmp_path / name)
   res = run_lib.run(c, wd)
   shape = PAPER[name][1]

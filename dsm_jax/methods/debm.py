@@ -476,16 +476,19 @@ def build(config, dataset) -> Method:
   def _columns(n_total: int, n_cols: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_total, min(n_cols, n_total + 1)).round().astype(int))
 
-  def sample(params, key):
-    traj = ("z_traj", "x_traj")
+  def main_draw(params, key):
+    """(draw, its params) of the two-stage chains: with latent_init 'data_gaussian' the base is fitted first."""
     if s_cfg.latent_init == "data_gaussian":  # z^0 from the Gaussian of the training codes (a key apart from the chains')
       x_fit = np.asarray(dataset.train_images()[:int(s_cfg.latent_fit_n)], np.float32)
       base = latent_gaussian(lambda x, sig: encode(params, x, sig), jax.random.fold_in(key, _LATENT_FIT_TAG),
                              x_fit, sample_chains.sigma_latent)
-      first = sampling.sample_in_batches(draw_fitted, {"params": params, "base": base}, key, s_cfg.n_samples,
-                                         s_cfg.batch_size, first_only=traj)
-    else:
-      first = sampling.sample_in_batches(draw_normal, params, key, s_cfg.n_samples, s_cfg.batch_size, first_only=traj)
+      return draw_fitted, {"params": params, "base": base}
+    return draw_normal, params
+
+  def sample(params, key):
+    traj = ("z_traj", "x_traj")
+    draw_x, draw_params = main_draw(params, key)
+    first = sampling.sample_in_batches(draw_x, draw_params, key, s_cfg.n_samples, s_cfg.batch_size, first_only=traj)
     if s_cfg.pixel_only:
       first.update(sampling.sample_in_batches(draw_po, params, jax.random.fold_in(key, _PIXEL_ONLY_TAG),
                                               int(s_cfg.pixel_only_n) or int(s_cfg.n_samples), s_cfg.batch_size,
@@ -539,4 +542,4 @@ def build(config, dataset) -> Method:
   updates = float(t.dae_steps + 1)  # L DAE updates and one contrastive update of each network per iteration
   return Method(name="debm", init=init, step=step, networks={"phi": updates, "gamma": updates},
                 slots={"phi": SLOTS, "gamma": SLOTS}, sample=sample, evaluate=evaluate, plot=plot,
-                draw=draw_normal, functions=fns_of)
+                draw=draw_normal, functions=fns_of, main_draw=main_draw)
