@@ -35,6 +35,9 @@ class Method:
   score(params) -> score_fn(x, sigma)       the model's score as its sampler uses it
   loss(params, key, batch) -> (loss, aux)    a one-network method's objective (its step is loss_step of it)
   draw(params, key, n) -> {set: array}       the compiled sampler of one batch of n chains (sampling.compile_draw)
+  inpaint(params, key, known, mask) -> x     completes the entries where mask is 0 (samplers.inpaint_langevin);
+                                           known, mask, x [B, ...] in model space (--mode=inpaint)
+  log_likelihood(params, key) -> {metric: number}  test log-likelihoods by AIS (dsm_jax/likelihood.py; --mode=loglik)
   params: {name: EMA (or raw) parameters}, as the trainer hands them over.
   """
   name: str
@@ -47,6 +50,8 @@ class Method:
   score: Optional[Callable] = None
   loss: Optional[Callable] = None
   draw: Optional[Callable] = None
+  inpaint: Optional[Callable] = None
+  log_likelihood: Optional[Callable] = None
   slots: dict = dataclasses.field(default_factory=dict)
 
 

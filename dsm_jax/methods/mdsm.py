@@ -247,5 +247,16 @@ def build(config, dataset) -> Method:
   def score_of(params):
     return fields.score_from_energy(lambda x, _s: energy(params["energy"], x))
 
+  inpaint_sched = samplers.tempered_schedule(s_cfg.eps, temps, sigma0)
+
+  @jax.jit
+  def inpaint(params, key, known, mask):  # --mode=inpaint: Sec. 4.2's schedule with the known entries held
+    k0, k1 = jax.random.split(key)
+    x0 = sampling.start(initial_state(k0, known.shape[0], shape, s_cfg))
+    sched = inpaint_sched
+    x, _ = samplers.inpaint_langevin(score_of(params), k1, x0, sampling.start(known), sampling.start(mask), sched,
+                                     final_denoise_sigma=sigma0 if s_cfg.final_denoise else None)
+    return x
+
   return Method(name="mdsm", init=init, step=loss_step("energy", loss), networks={"energy": 1}, loss=loss, sample=sample,
-                evaluate=evaluate, plot=plot, score=score_of, draw=draw)
+                evaluate=evaluate, plot=plot, score=score_of, draw=draw, inpaint=inpaint)
