@@ -74,8 +74,7 @@ def get_default_config(method: str = "") -> ml_collections.ConfigDict:
   e.ais_leapfrog = 1           # HMC leapfrog steps per transition (1: MALA)
   e.ais_step = 0.05            # the initial leapfrog step, adapted per temperature towards 0.65 acceptance
   e.ais_batch_size = 0         # chains per compiled call; 0: all at once
-  e.ais_reverse = False        # 2-D energies: also reverse AIS from exact draws (an upper bound)
-  e.loglik_n = 1000            # test points whose log-likelihood is averaged
+  e.loglik_n = 1000            # test points whose log-likelihood is averaged (test images, or fresh 2-D draws)
 
   # where and how it runs, apart from the hyperparameters (dsm_jax/platform.py)
   config.runtime = r = ml_collections.ConfigDict()

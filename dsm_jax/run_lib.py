@@ -55,8 +55,6 @@ def validate_common(config) -> None:
     positive(config, "eval.ais_step")
     require(isinstance(config.eval.inpaint_frac, float) and 0.0 < config.eval.inpaint_frac < 1.0,
             "eval.inpaint_frac", f"must be a share in (0, 1), got {config.eval.inpaint_frac!r}")
-    require(isinstance(config.eval.ais_reverse, bool), "eval.ais_reverse",
-            f"must be True or False, got {config.eval.ais_reverse!r}")
 
 
 def check_workdir(workdir: str) -> None:

@@ -5,7 +5,7 @@ per-example [B] array, or None for an unconditional model), an explicit PRNG key
 and returns (x, aux). aux always has `n_nonfinite` (samples with a NaN/Inf entry) and, when asked for,
 `trajectory`: the chain thinned to every `thin`-th step, shape [n_steps // thin, B, ...].
 `inpaint_langevin` samples the free entries of x given the known ones (mask), for any of the step schedules
-(`annealed_schedule`, `tempered_schedule`).
+(`annealed_schedule`, `tempered_schedule`, `constant_schedule`).
 
 Step-size conventions (make them explicit, the literature mixes them):
   * 'paper' (Song & Ermon 2019, Alg. 1; Welling & Teh 2011): x <- x + alpha/2 s(x) + sqrt(alpha) z.
@@ -297,6 +297,16 @@ def tempered_schedule(eps: float, temperatures, sigma0: float, n_levels: int = 1
   return {"sigma": np.full(n, sigma0, np.float32), "alpha": np.full(n, eps ** 2, np.float32),
           "temperature": temps, "known_noise": (sigma0 * np.sqrt(temps)).astype(np.float32),
           "level": np.minimum(np.arange(n) * int(n_levels) // max(n, 1), int(n_levels) - 1).astype(np.int32)}
+
+
+def constant_schedule(sigma: float, alpha: float, n_steps: int, temperature: float = 1.0,
+                      known_noise: float = 0.0) -> dict:
+  """n_steps of Langevin at one sigma and step alpha for `inpaint_langevin` (an energy of clean data, e.g.
+  Denoising-EBM's U_c, holds its known values exactly: known_noise 0)."""
+  n = int(n_steps)
+  return {"sigma": np.full(n, sigma, np.float32), "alpha": np.full(n, alpha, np.float32),
+          "temperature": np.full(n, temperature, np.float32), "known_noise": np.full(n, known_noise, np.float32),
+          "level": np.zeros(n, np.int32)}
 
 
 def inpaint_langevin(score_fn, rng: Array, x0: Array, known: Array, mask: Array, schedule: dict,

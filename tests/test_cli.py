@@ -67,7 +67,7 @@ def test_config_files_that_do_not_load_are_one_line(capfd, tmp_path, bad_configs
   assert rc == 2 and says in line and bad_configs[which] in line, line
 
 
-@pytest.mark.parametrize("mode", ["sample", "eval"])
+@pytest.mark.parametrize("mode", ["sample", "eval", "inpaint", "loglik"])
 def test_a_mode_that_needs_a_checkpoint_on_an_empty_workdir(capfd, tmp_path, mode):
   rc, err = _run(capfd, "--config=configs/ncsn_toy.py", f"--workdir={tmp_path}/empty", f"--mode={mode}")
   line = _one_line(err)

@@ -88,3 +88,55 @@ def test_masks_hide_what_they_name(name):
 def test_bad_mask_name_is_one_line():
   with pytest.raises(ValueError, match="lower_half"):
     inpaint_eval.make_mask("upper_left", (28, 28, 1), 2, jax.random.PRNGKey(0))
+
+
+# ----------------------------------------------------------------------------------- the two modes, end to end
+INPAINT_KEYS = ("inpaint_accuracy", "inpaint_accuracy_blank", "inpaint_accuracy_real", "inpaint_mse_hidden")
+LOGLIK_KEYS = ("test_loglik", "test_loglik_se", "test_loglik_gaussian", "ais_log_z", "ais_ess")
+
+
+def _tiny_run(name, tmp_path, cache_dir):
+  from tests.test_configs import CONFIG_DIR, _flags, tiny_overrides  # noqa: PLC0415
+  from experiments import run as cli_module  # noqa: PLC0415
+  wd = str(tmp_path / name)
+  base = ["run", f"--config={CONFIG_DIR}/{name}.py", f"--workdir={wd}", "--restarts=0",
+          *_flags(tiny_overrides(name, cache_dir))]
+  assert cli_module.cli(base) == 0
+  extra = ["--config.eval.inpaint_n=6", "--config.eval.inpaint_batch_size=4", "--config.eval.ais_chains=4",
+           "--config.eval.ais_temps=3", "--config.eval.loglik_n=5"]
+  return wd, lambda mode, *more: cli_module.cli(base + extra + [f"--mode={mode}", f"--outdir={wd}/{mode}", *more])
+
+
+SLOW = pytest.mark.slow  # a tiny training run and both modes: about a minute each on 2 CPU cores
+
+
+@pytest.mark.parametrize("name,modes", [pytest.param("ncsn_mnist5k", ("inpaint",), marks=SLOW),
+                                        ("mdsm_mnist5k", ("inpaint", "loglik")),
+                                        pytest.param("dde_mnist5k", ("inpaint", "loglik"), marks=SLOW),
+                                        pytest.param("debm_mnist5k", ("inpaint", "loglik"), marks=SLOW),
+                                        ("mdsm_toy", ("loglik",)), pytest.param("dde_toy", ("loglik",), marks=SLOW)])
+def test_inpaint_and_loglik_modes_write_their_metrics(name, modes, tmp_path, capsys):
+  import json  # noqa: PLC0415
+  import os  # noqa: PLC0415
+  wd, run = _tiny_run(name, tmp_path, "")  # '': the default feature-classifier cache, trained once per machine
+  for mode in modes:
+    assert run(mode) == 0, capsys.readouterr().err[-3000:]
+    ev = json.load(open(os.path.join(wd, mode, "eval.json")))
+    keys = INPAINT_KEYS if mode == "inpaint" else LOGLIK_KEYS
+    assert all(isinstance(ev[k], (int, float)) for k in keys), ev
+    if mode == "inpaint":
+      out = np.load(os.path.join(wd, mode, "inpaint", "inpaint.npz"))
+      known = out["mask"] == 1
+      np.testing.assert_allclose(out["x"][known], out["truth"][known], atol=1e-6)  # the known half is kept
+      assert os.path.exists(os.path.join(wd, mode, "inpaint", "inpaint.png"))
+      assert 0.0 <= ev["inpaint_accuracy"] <= 1.0
+    elif "toy" in name:
+      assert np.isfinite(ev["test_loglik_exact"])
+    else:
+      assert np.isfinite(ev["test_bits_per_dim"])
+
+
+def test_inpaint_on_a_toy_is_one_line(tmp_path, capsys):
+  wd, run = _tiny_run("mdsm_toy", tmp_path, "")
+  assert run("inpaint") == 2
+  assert "labelled image dataset" in capsys.readouterr().err

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsm_jax import fields, gaussian_base, losses, models, samplers, sampling, sigmas, viz
+from dsm_jax import fields, gaussian_base, likelihood, losses, models, samplers, sampling, sigmas, viz
 from dsm_jax.data.images import IMAGE_DATASETS
 from dsm_jax.eval import images as image_eval
 from dsm_jax.eval import metrics, ood
@@ -258,5 +258,10 @@ def build(config, dataset) -> Method:
                                      final_denoise_sigma=sigma0 if s_cfg.final_denoise else None)
     return x
 
+  def log_likelihood(params, key):  # --mode=loglik: exp(-E) models p_sigma0
+    energy_fn = lambda x: energy(params["energy"], x)
+    return likelihood.evaluate_energy(config, dataset, energy_fn, sigma0, key, progress=bool(config.runtime.progress))
+
   return Method(name="mdsm", init=init, step=loss_step("energy", loss), networks={"energy": 1}, loss=loss, sample=sample,
-                evaluate=evaluate, plot=plot, score=score_of, draw=draw, inpaint=inpaint)
+                evaluate=evaluate, plot=plot, score=score_of, draw=draw, inpaint=inpaint,
+                log_likelihood=log_likelihood)
