@@ -198,7 +198,8 @@ def heldout_log_likelihood(energy_fn, base: WhitenedBase, x_test, key, n_chains:
           f"{prefix}loglik_points_se": float(ll.std(ddof=1) / np.sqrt(len(ll))),
           f"{prefix}loglik_gaussian": float(lq.mean()),
           f"{prefix}loglik_gaussian_points_se": float(lq.std(ddof=1) / np.sqrt(len(lq))),
-          "ais_log_z": z["log_z"], "ais_log_z_se": z["log_z_se"], "ais_ess": z["ess"], "ais_log_w_mean": z["log_w_mean"],
+          "ais_log_z": z["log_z"], "ais_log_z_se": z["log_z_se"], "ais_ess": z["ess"],
+          "ais_log_w_mean": z["log_w_mean"],
           "ais_accept": z["accept"], "ais_chains": int(n_chains), "ais_temps": int(n_temps)}
 
 

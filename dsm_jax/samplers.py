@@ -312,11 +312,12 @@ def constant_schedule(sigma: float, alpha: float, n_steps: int, temperature: flo
 def inpaint_langevin(score_fn, rng: Array, x0: Array, known: Array, mask: Array, schedule: dict,
                      final_denoise_sigma: Optional[float] = None, score_takes_key: bool = False,
                      n_keep: int = 0) -> tuple[Array, dict]:
-  """Conditional sampling by masked Langevin (NCSN's anneal_Langevin_dynamics_inpainting, MDSM's masked tempered
-  Langevin): mask [B, ...] (or broadcastable) is 1 where x is known, with values `known` [B, ...]. Step t of
-  `schedule` (annealed_schedule / tempered_schedule: per-step arrays 'sigma', 'alpha', 'temperature',
-  'known_noise', 'level') first sets the known entries to known + known_noise_t z_level (z drawn once per level,
-  as the reference draws one noisy copy of the known half per noise level), then moves every entry by
+  """Conditional sampling by masked Langevin (NCSN's anneal_Langevin_dynamics_inpainting; the same masking for any
+  other step schedule, e.g. MDSM's tempered Langevin): mask [B, ...] (or broadcastable) is 1 where x is known, with
+  values `known` [B, ...]. Step t of `schedule` (annealed_schedule / tempered_schedule / constant_schedule: per-step
+  arrays 'sigma', 'alpha', 'temperature', 'known_noise', 'level') first sets the known entries to
+  known + known_noise_t z_level (z drawn once per level, as the reference draws one noisy copy of the known half per
+  noise level), then moves every entry by
       x <- x + alpha_t/2 s(x, sigma_t) + sqrt(alpha_t T_t) z,
   so the free entries follow Langevin on p_sigma(x_free | x_known noised at the same level): at the last level
   they sample the conditional of the smoothed density the score models. The output has the known entries

@@ -49,7 +49,8 @@ def mask_from_config(config, dataset, n: int, key) -> np.ndarray:
   return make_mask(e.inpaint_mask, dataset.shape, n, key, float(e.inpaint_frac), int(e.inpaint_square))
 
 
-def complete(inpaint_fn, params, key, known: np.ndarray, mask: np.ndarray, batch_size: int, progress=None) -> np.ndarray:
+def complete(inpaint_fn, params, key, known: np.ndarray, mask: np.ndarray, batch_size: int,
+             progress=None) -> np.ndarray:
   """inpaint_fn(params, key_i, known_i, mask_i) over batches of batch_size (the last one padded, so one compiled
   program serves every batch); batch i uses fold_in(key, i). The parameters go in as host arrays, so the chains
   may be split over every local device (sampling.start) whatever device the checkpoint was restored to."""
