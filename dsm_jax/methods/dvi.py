@@ -291,7 +291,7 @@ def build(config, dataset) -> Method:
                                    "the trained denoiser F, applied repeatedly (over the grid posterior p(w | D))"))
     return paths
 
-  def iterated_denoising(p_f, w, n_up: int = 40, n_down: int = 8) -> dict:
+  def iterated_denoising(p_f, w, n_up: int = 200, n_down: int = 20) -> dict:
     """The blog's picture of a denoiser: F(w) = w + sigma_n^2 grad log q_sigma(w), so w <- F(w) climbs to a mode
     of q_sigma (from q's samples spread 2.5x about their mean), and the reverse step w <- w - (F(w) - w) descends
     (from q's samples)."""
@@ -303,7 +303,7 @@ def build(config, dataset) -> Method:
       up.append(np.asarray(f(jnp.asarray(up[-1]))))
     for _ in range(n_down):
       down.append(2.0 * down[-1] - np.asarray(f(jnp.asarray(down[-1]))))
-    return {f"w <- F(w), {n_up} times: climbs to the mode": np.stack(up),
+    return {f"w <- F(w), {n_up} times: climbs towards the mode": np.stack(up),
             f"w <- w - (F(w) - w), {n_down} times: descends": np.stack(down)}
 
   return Method(name=config.method, init=init, step=step, networks={"G": 1, "F": f_steps}, sample=sample,
