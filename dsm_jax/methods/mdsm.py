@@ -253,9 +253,8 @@ def build(config, dataset) -> Method:
   def inpaint(params, key, known, mask):  # --mode=inpaint: Sec. 4.2's schedule with the known entries held
     k0, k1 = jax.random.split(key)
     x0 = sampling.start(initial_state(k0, known.shape[0], shape, s_cfg))
-    sched = inpaint_sched
-    x, _ = samplers.inpaint_langevin(score_of(params), k1, x0, sampling.start(known), sampling.start(mask), sched,
-                                     final_denoise_sigma=sigma0 if s_cfg.final_denoise else None)
+    x, _ = samplers.inpaint_langevin(score_of(params), k1, x0, sampling.start(known), sampling.start(mask),
+                                     inpaint_sched, final_denoise_sigma=sigma0 if s_cfg.final_denoise else None)
     return x
 
   def log_likelihood(params, key):  # --mode=loglik: exp(-E) models p_sigma0
