@@ -72,6 +72,19 @@ def get_default_config(method: str = "") -> ml_collections.ConfigDict:
   e.fid_ref_split = "train"    # train (the papers) | test: the split whose Inception statistics are the reference
   e.fid_stats_dir = ""         # '': beside the data (<data_dir>/fid_stats)
   e.inception_logits_path = "" # .npz with the Inception softmax layer 'w' [2048, 1008] (, 'b'): Inception Score
+  # --mode=inpaint (dsm_jax/eval/inpaint.py): complete the first inpaint_n test images hidden by a mask
+  e.inpaint_mask = "lower_half"  # lower_half | centre_square | random_pixels
+  e.inpaint_n = 1000
+  e.inpaint_batch_size = 250   # images per compiled sampler call
+  e.inpaint_frac = 0.5         # random_pixels: the share hidden
+  e.inpaint_square = 14        # centre_square: its side in pixels
+  # --mode=loglik (dsm_jax/likelihood.py): annealed importance sampling from the data's Gaussian fit to exp(-E)
+  e.ais_chains = 200           # importance-sampling chains
+  e.ais_temps = 500            # intermediate distributions (a sigmoid schedule of beta from 0 to 1)
+  e.ais_leapfrog = 1           # HMC leapfrog steps per transition (1: MALA)
+  e.ais_step = 0.05            # the initial leapfrog step, adapted per temperature towards 0.65 acceptance
+  e.ais_batch_size = 0         # chains per compiled call; 0: all at once
+  e.loglik_n = 1000            # test points whose log-likelihood is averaged (test images, or fresh 2-D draws)
 
   # where and how it runs, apart from the hyperparameters (dsm_jax/platform.py)
   config.runtime = r = ml_collections.ConfigDict()

@@ -9,7 +9,10 @@
     DIR/.lock                     who is writing DIR (dsm_jax/workdir.py)
 
 `sample` and `eval` read the checkpoints of DIR and write into `outdir` (default DIR); beside a running `train`
-on DIR they must write elsewhere (--outdir), since DIR's lock is taken.
+on DIR they must write elsewhere (--outdir), since DIR's lock is taken. `inpaint` (dsm_jax/eval/inpaint.py: the
+method's conditional sampler on masked test images, outdir/inpaint/) and `loglik` (dsm_jax/likelihood.py: test
+log-likelihoods of an energy by annealed importance sampling) read the checkpoints the same way and add their
+metrics to outdir/eval.json (keeping the keys already there).
 
 With config.eval.fid_n > 0 (an image dataset) `train` and `sample` also draw the papers' protocol set into
 DIR/samples/fid_<n>/ (resumable, dsm_jax/eval/protocol.py) and evaluation adds its `protocol_*` figures; `fid_stats`
@@ -18,6 +21,7 @@ computes the protocol's reference Inception statistics (cached beside the data) 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -29,11 +33,11 @@ import numpy as np
 
 from dsm_jax import data as data_lib
 from dsm_jax import methods, platform, tensorboard, train
-from dsm_jax.validation import ConfigError, require
+from dsm_jax.validation import ConfigError, one_of, positive, require
 from dsm_jax.workdir import WorkdirLock, check_held_by, write_json, write_npz, write_text
 
 SECTIONS = ("seed", "method", "data", "model", "training", "sampling", "eval", "runtime")
-MODES = ("train", "sample", "eval", "fid_stats")
+MODES = ("train", "sample", "eval", "fid_stats", "inpaint", "loglik")
 
 
 class RunError(RuntimeError):
@@ -47,6 +51,16 @@ def validate_common(config) -> None:
           f"must be an integer, got {config.seed!r}")
   require(config.method in methods.names(), "method",
           f"unknown method {config.method!r}; choose from {methods.names()}")
+  if "inpaint_mask" in config.eval:  # the shared --mode=inpaint / loglik keys (configs/default.py)
+    from dsm_jax.eval.inpaint import MASKS  # noqa: PLC0415
+    one_of(config, "eval.inpaint_mask", MASKS)
+    for k in ("inpaint_n", "inpaint_square", "ais_chains", "ais_temps", "ais_leapfrog", "loglik_n"):
+      positive(config, f"eval.{k}", integer=True)
+    for k in ("inpaint_batch_size", "ais_batch_size"):
+      positive(config, f"eval.{k}", integer=True, allow_zero=True)
+    positive(config, "eval.ais_step")
+    require(isinstance(config.eval.inpaint_frac, float) and 0.0 < config.eval.inpaint_frac < 1.0,
+            "eval.inpaint_frac", f"must be a share in (0, 1), got {config.eval.inpaint_frac!r}")
 
 
 def check_workdir(workdir: str) -> None:
@@ -217,6 +231,8 @@ def _run_id() -> str:
 
 def _run_locked(config, workdir, outdir, mode, dataset, method, main, progress) -> dict:
   timings = {}
+  if mode in ("inpaint", "loglik"):
+    return _run_extra(config, workdir, outdir, mode, dataset, method, main)
   if mode == "train":
     if main:
       write_text(os.path.join(outdir, "config.json"), config.to_json_best_effort(indent=1))
@@ -274,4 +290,34 @@ def _run_locked(config, workdir, outdir, mode, dataset, method, main, progress) 
   tb = tensorboard.maybe_writer(outdir, config)
   tb.scalars(step, {f"eval/{k}": v for k, v in results.items() if k != "step" and isinstance(v, (int, float))})
   tb.close()
+  return results
+
+
+def _run_extra(config, workdir, outdir, mode, dataset, method, main) -> dict:
+  """--mode=inpaint | loglik on the newest checkpoint: the metrics join outdir/eval.json."""
+  hook = method.inpaint if mode == "inpaint" else method.log_likelihood
+  if hook is None:
+    raise ConfigError("method", f"--mode={mode}: method {method.name!r} on {config.data.dataset!r} has no "
+                                f"{'inpainting sampler' if mode == 'inpaint' else 'energy to normalise'}")
+  _, state = train.load_latest(config, workdir, method, dataset)
+  params = train.sampling_params(state["nets"])
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x1A9 if mode == "inpaint" else 0xA15)
+  tic = time.perf_counter()
+  if mode == "inpaint":
+    from dsm_jax.eval import inpaint as inpaint_eval  # noqa: PLC0415
+    results = inpaint_eval.run(config, dataset, method, params, key, outdir, progress=bool(config.runtime.progress))
+  else:
+    results = method.log_likelihood(params, key)
+  results[f"{mode}_time_s"] = time.perf_counter() - tic
+  results = _finite_or_none(results)
+  if not main:
+    return results
+  path = os.path.join(outdir, "eval.json")
+  merged = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      merged = json.load(f)
+  merged.update({"step": int(state["step"]), **results})
+  write_text(os.path.join(outdir, f"config_{mode}.json"), config.to_json_best_effort(indent=1))
+  write_json(path, merged)
   return results

@@ -4,6 +4,8 @@ Every sampler takes a score callable `score_fn(x, sigma)` (see `dsm_jax.fields`;
 per-example [B] array, or None for an unconditional model), an explicit PRNG key and a start x0 [B, ...],
 and returns (x, aux). aux always has `n_nonfinite` (samples with a NaN/Inf entry) and, when asked for,
 `trajectory`: the chain thinned to every `thin`-th step, shape [n_steps // thin, B, ...].
+`inpaint_langevin` samples the free entries of x given the known ones (mask), for any of the step schedules
+(`annealed_schedule`, `tempered_schedule`, `constant_schedule`).
 
 Step-size conventions (make them explicit, the literature mixes them):
   * 'paper' (Song & Ermon 2019, Alg. 1; Welling & Teh 2011): x <- x + alpha/2 s(x) + sqrt(alpha) z.
@@ -269,6 +271,97 @@ def energy_langevin(energy_fn, rng: Array, x0: Array, step_size: float, n_steps:
   x, info, traj = _run_chain(step, x0, keys, jnp.zeros((n_steps,)), 1, pick=lambda c: c[:n_keep])
   x, aux = _finish(x, info, traj, True)
   aux["trajectory"] = jnp.concatenate([x0[None, :n_keep], traj])
+  return x, aux
+
+
+# ------------------------------------------------------------------------------------- inpainting
+def annealed_schedule(ladder, eps: float, n_steps_each: int, convention: str = "paper") -> dict:
+  """The per-step schedule of annealed Langevin (NCSN Alg. 1) for `inpaint_langevin`: level i's T steps take the
+  score at sigma_i with alpha_i = eps sigma_i^2 / sigma_L^2 at temperature 1, and hold the known values at
+  known + sigma_i z (the data smoothed at the level the score models)."""
+  ladder = np.asarray(ladder, np.float32)
+  alphas = np.asarray(annealed_alphas(ladder, eps, convention), np.float32)
+  n = len(ladder) * int(n_steps_each)
+  return {"sigma": np.repeat(ladder, n_steps_each), "alpha": np.repeat(alphas, n_steps_each),
+          "temperature": np.ones(n, np.float32), "known_noise": np.repeat(ladder, n_steps_each),
+          "level": np.repeat(np.arange(len(ladder), dtype=np.int32), n_steps_each)}
+
+
+def tempered_schedule(eps: float, temperatures, sigma0: float, n_levels: int = 10) -> dict:
+  """The per-step schedule of MDSM's tempered Langevin (`tempered_langevin`) for `inpaint_langevin`: step t takes
+  alpha = eps^2 at temperature T_t, with the score of an energy that models p_sigma0. exp(-E/T) is then about the
+  data smoothed at sigma0 sqrt(T) (exactly so for a Gaussian energy near a data point), so the known values are
+  held at known + sigma0 sqrt(T_t) z, with z redrawn at n_levels equal stretches of the schedule."""
+  temps = np.asarray(temperatures, np.float32)
+  n = len(temps)
+  return {"sigma": np.full(n, sigma0, np.float32), "alpha": np.full(n, eps ** 2, np.float32),
+          "temperature": temps, "known_noise": (sigma0 * np.sqrt(temps)).astype(np.float32),
+          "level": np.minimum(np.arange(n) * int(n_levels) // max(n, 1), int(n_levels) - 1).astype(np.int32)}
+
+
+def constant_schedule(sigma: float, alpha: float, n_steps: int, temperature: float = 1.0,
+                      known_noise: float = 0.0) -> dict:
+  """n_steps of Langevin at one sigma and step alpha for `inpaint_langevin` (an energy of clean data, e.g.
+  Denoising-EBM's U_c, holds its known values exactly: known_noise 0)."""
+  n = int(n_steps)
+  return {"sigma": np.full(n, sigma, np.float32), "alpha": np.full(n, alpha, np.float32),
+          "temperature": np.full(n, temperature, np.float32), "known_noise": np.full(n, known_noise, np.float32),
+          "level": np.zeros(n, np.int32)}
+
+
+def inpaint_langevin(score_fn, rng: Array, x0: Array, known: Array, mask: Array, schedule: dict,
+                     final_denoise_sigma: Optional[float] = None, score_takes_key: bool = False,
+                     n_keep: int = 0) -> tuple[Array, dict]:
+  """Conditional sampling by masked Langevin (NCSN's anneal_Langevin_dynamics_inpainting; the same masking for any
+  other step schedule, e.g. MDSM's tempered Langevin): mask [B, ...] (or broadcastable) is 1 where x is known, with
+  values `known` [B, ...]. Step t of `schedule` (annealed_schedule / tempered_schedule / constant_schedule: per-step
+  arrays 'sigma', 'alpha', 'temperature', 'known_noise', 'level') first sets the known entries to
+  known + known_noise_t z_level (z drawn once per level, as the reference draws one noisy copy of the known half per
+  noise level), then moves every entry by
+      x <- x + alpha_t/2 s(x, sigma_t) + sqrt(alpha_t T_t) z,
+  so the free entries follow Langevin on p_sigma(x_free | x_known noised at the same level): at the last level
+  they sample the conditional of the smoothed density the score models. The output has the known entries
+  exactly `known` and, with final_denoise_sigma, the free ones moved by one Tweedie step
+  x + final_denoise_sigma^2 s(x, sigma_L). score_takes_key: score_fn(x, sigma, key) for a stochastic energy
+  (Denoising-EBM's U_c draws its noise per call). n_keep > 0: aux['trajectory'] [levels, n_keep, ...], the first
+  n_keep chains at the end of every level (known entries as held there)."""
+  chex.assert_equal_shape((x0, known))
+  mask = jnp.broadcast_to(jnp.asarray(mask, x0.dtype), x0.shape)
+  sched = {k: jnp.asarray(schedule[k]) for k in ("sigma", "alpha", "temperature", "known_noise", "level")}
+  n = sched["sigma"].shape[0]
+  chex.assert_shape([sched[k] for k in sched], (n,))
+  n_levels = int(np.asarray(schedule["level"]).max()) + 1
+  k_known, k_steps = jax.random.split(rng)
+  score = score_fn if score_takes_key else (lambda x, sig, _k: score_fn(x, sig))
+
+  def clamp(x, level, noise):
+    z = jax.random.normal(jax.random.fold_in(k_known, level), x.shape, x.dtype)
+    return mask * (known + noise * z) + (1.0 - mask) * x
+
+  def step(x, inp):
+    key, sig, alpha, temp, noise, level = inp
+    k_s, k_z = jax.random.split(key)
+    x = clamp(x, level, noise)
+    z = jax.random.normal(k_z, x.shape, x.dtype)
+    x = x + 0.5 * alpha * score(x, _full(sig, x), k_s) + jnp.sqrt(alpha * temp) * z
+    return x, x[:n_keep]
+
+  keys = jax.random.split(k_steps, n)
+  xs = (keys, sched["sigma"].astype(x0.dtype), sched["alpha"].astype(x0.dtype),
+        sched["temperature"].astype(x0.dtype), sched["known_noise"].astype(x0.dtype), sched["level"])
+  if n_keep > 0:
+    ends = np.flatnonzero(np.diff(np.append(np.asarray(schedule["level"]), n_levels)))  # last step of each level
+    x, traj = jax.lax.scan(step, x0, xs)
+    traj = traj[ends]
+  else:
+    x, _ = jax.lax.scan(lambda c, i: (step(c, i)[0], None), x0, xs)
+  if final_denoise_sigma is not None:
+    sig_l = _full(schedule["sigma"][-1], x)
+    x = x + final_denoise_sigma ** 2 * score(x, sig_l, jax.random.fold_in(k_steps, n))
+  x = mask * known + (1.0 - mask) * x
+  aux = {"n_nonfinite": _nonfinite(x)}
+  if n_keep > 0:
+    aux["trajectory"] = traj
   return x, aux
 
 

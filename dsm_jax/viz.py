@@ -185,3 +185,30 @@ def panels_2d(path: str, sets, titles, log_density: Optional[Callable] = None, l
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def paths_on_grid(path: str, panels: dict, g1: np.ndarray, g2: np.ndarray, log_density: np.ndarray,
+                  suptitle: str = "") -> str:
+  """One panel per named set of 2-D paths traj [S, N, 2] (S points along each of N paths): each path a line from
+  its start (open circle) to its end (dot), over line contours of a gridded log-density [len(g2), len(g1)]."""
+  n = len(panels)
+  fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.6), squeeze=False)
+  d = np.exp(np.asarray(log_density) - np.max(log_density))
+  for ax, (name, traj) in zip(axes[0], panels.items()):
+    traj = np.asarray(traj)
+    ax.contourf(g1, g2, d, levels=20, cmap="Blues", alpha=0.6)
+    for i in range(traj.shape[1]):
+      ax.plot(traj[:, i, 0], traj[:, i, 1], color="C3", lw=0.7, alpha=0.8)
+    ax.scatter(traj[0, :, 0], traj[0, :, 1], s=10, facecolors="none", edgecolors="k", linewidths=0.6)
+    ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=6, c="k")
+    ax.set_xlim(g1[0], g1[-1])
+    ax.set_ylim(g2[0], g2[-1])
+    ax.set_aspect("equal")
+    ax.set_title(name, fontsize=9)
+  if suptitle:
+    fig.suptitle(suptitle, fontsize=10)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

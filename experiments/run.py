@@ -1,6 +1,6 @@
 """The one entry point for every experiment.
 
-    python -m experiments.run --config=configs/<name>.py --workdir=DIR [--mode=train|sample|eval]
+    python -m experiments.run --config=configs/<name>.py --workdir=DIR [--mode=train|sample|eval|inpaint|loglik]
                               [--outdir=OTHER] [--config.training.n_iters=50 ...]
     python -m experiments.run --config=configs/<name>.py --mode=fid_stats   (the FID protocol's reference statistics)
 
@@ -21,8 +21,9 @@ from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, samples and eval.json.")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "fid_stats"],
-                  "train (then sample and evaluate), sample or eval from the newest checkpoint; fid_stats: the "
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "fid_stats", "inpaint", "loglik"],
+                  "train (then sample and evaluate); sample, eval, inpaint (complete masked test images) or loglik "
+                  "(test log-likelihood by annealed importance sampling) from the newest checkpoint; fid_stats: the "
                   "FID protocol's reference Inception statistics of the config's data (cached beside the data).")
 flags.DEFINE_string("outdir", None, "--mode=sample|eval: write samples and eval.json here instead of --workdir "
                     "(needed beside a run that is still training in --workdir).")

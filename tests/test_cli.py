@@ -67,12 +67,19 @@ def test_config_files_that_do_not_load_are_one_line(capfd, tmp_path, bad_configs
   assert rc == 2 and says in line and bad_configs[which] in line, line
 
 
-@pytest.mark.parametrize("mode", ["sample", "eval"])
-def test_a_mode_that_needs_a_checkpoint_on_an_empty_workdir(capfd, tmp_path, mode):
-  rc, err = _run(capfd, "--config=configs/ncsn_toy.py", f"--workdir={tmp_path}/empty", f"--mode={mode}")
+@pytest.mark.parametrize("mode,config", [("sample", "ncsn_toy"), ("eval", "ncsn_toy"), ("inpaint", "ncsn_toy"),
+                                         ("loglik", "mdsm_toy")])
+def test_a_mode_that_needs_a_checkpoint_on_an_empty_workdir(capfd, tmp_path, mode, config):
+  rc, err = _run(capfd, f"--config=configs/{config}.py", f"--workdir={tmp_path}/empty", f"--mode={mode}")
   line = _one_line(err)
   assert rc == 2 and "no checkpoint" in line and "--mode=train" in line, line
   assert not os.path.exists(tmp_path / "empty" / "config.json")
+
+
+def test_loglik_for_a_model_without_an_energy_is_one_line(capfd, tmp_path):
+  rc, err = _run(capfd, "--config=configs/ncsn_toy.py", f"--workdir={tmp_path}/w", "--mode=loglik")
+  line = _one_line(err)
+  assert rc == 2 and "no energy to normalise" in line, line
 
 
 KEYS = ["training.n_iters", "training.lr", "training.batch_size", "model.hidden", "model.sigma_min", "model.act",

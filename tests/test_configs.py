@@ -79,7 +79,7 @@ def tiny_overrides(name: str, cache_dir: str) -> dict:
         o[f"model.{net}.n_layers"] = 2
     o.update({"training.p_steps": 1, "training.q_steps": 1, "training.gen_batch_size": 8,
               "training.snapshot_every": 1, "training.snapshot_n": 4, "training.n_snapshots": 2,
-              "training.batch_size": 8, "sampling.n_samples": 16})
+              "training.batch_size": 8, "sampling.n_samples": 16, "sampling.inpaint_steps": 2})
     n_fixed = 0
     if t.anneal_sigmas:
       o["training.anneal_rounds"] = o["training.anneal_p_steps"] = 1

@@ -40,6 +40,9 @@ class Method:
   main_draw(params, key) -> (draw, draw_params)  the compiled sampler of the main set 'x' and its first argument,
                                            where that is not (draw, params) (e.g. a base fitted first); the
                                            FID protocol draws its large set with it
+  inpaint(params, key, known, mask) -> x     completes the entries where mask is 0 (samplers.inpaint_langevin);
+                                           known, mask, x [B, ...] in model space (--mode=inpaint)
+  log_likelihood(params, key) -> {metric: number}  test log-likelihoods by AIS (dsm_jax/likelihood.py; --mode=loglik)
   params: {name: EMA (or raw) parameters}, as the trainer hands them over.
   """
   name: str
@@ -54,6 +57,8 @@ class Method:
   draw: Optional[Callable] = None
   functions: Optional[Callable] = None
   main_draw: Optional[Callable] = None
+  inpaint: Optional[Callable] = None
+  log_likelihood: Optional[Callable] = None
   slots: dict = dataclasses.field(default_factory=dict)
 
 

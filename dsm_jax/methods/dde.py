@@ -77,7 +77,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dsm_jax import fields, gaussian_base, models, sampling, viz
+from dsm_jax import fields, gaussian_base, likelihood, models, samplers, sampling, viz
 from dsm_jax.eval import images as image_eval
 from dsm_jax.eval import toy as toy_eval
 from dsm_jax.methods.base import Method, register
@@ -177,7 +177,9 @@ def defaults(method: str) -> dict:
                    "snapshot_every": 250,
                    "snapshot_n": 8,          # ... on snapshot_n fixed z
                    "nets": {"Ep": net_optimizer(), "Eq": net_optimizer(), "G": net_optimizer()}},
-      "sampling": {"n_samples": 1000},
+      "sampling": {"n_samples": 1000,
+                   "inpaint_steps": 500,     # --mode=inpaint: Langevin steps on E_p's score at model.sigma ...
+                   "inpaint_eps": 0.05},     # ... with this step (paper form: x + eps/2 s + sqrt(eps) z)
       "eval": {"grid_n": 256,                # 2-D targets: kl_grid on grid_n x grid_n cells ...
                "grid_lim": 0.0},             # ... over [-lim, lim]^2; 0: every mixture mean + 6 smoothed std
   }
@@ -252,6 +254,8 @@ def validate(config, dataset) -> None:
   _check_net(config, "dde", IMAGE_ENERGIES if images else TOY_ENERGIES)
   _check_net(config, "generator", IMAGE_GENERATORS if images else TOY_GENERATORS)
   positive(config, "sampling.n_samples", integer=True)
+  positive(config, "sampling.inpaint_steps", integer=True)
+  positive(config, "sampling.inpaint_eps")
   if not images:
     positive(config, "eval.grid_n", integer=True)
     require(config.eval.grid_n >= 64, "eval.grid_n", f"must be >= 64 for a usable grid, got {config.eval.grid_n}")
@@ -446,5 +450,19 @@ def build(config, dataset) -> Method:
   rounds = max(float(t.n_iters) - pre_steps, 0.0)
   per_step = {"Ep": (pre_steps + (q_steps * rounds if joint else 0.0)) / max(t.n_iters, 1), "Eq": (pre_steps + q_steps * rounds) / max(t.n_iters, 1),
               "G": g_steps * rounds / max(t.n_iters, 1)}
+  inpaint_sched = samplers.annealed_schedule(np.asarray([sigma]), float(s_cfg.inpaint_eps), int(s_cfg.inpaint_steps))
+
+  @jax.jit
+  def inpaint(params, key, known, mask):  # --mode=inpaint: Langevin on p_hat's score, known entries held, then Tweedie
+    k0, k1 = jax.random.split(key)
+    x0 = sampling.start(jax.random.uniform(k0, known.shape, known.dtype))
+    x, _ = samplers.inpaint_langevin(score_of(params), k1, x0, sampling.start(known), sampling.start(mask),
+                                     inpaint_sched, final_denoise_sigma=sigma)
+    return x
+
+  def log_likelihood(params, key):  # --mode=loglik: exp(E_p / sigma^2) models p_hat, the data smoothed at sigma
+    energy_fn = lambda x: -log_density(params["Ep"], x) / sigma ** 2
+    return likelihood.evaluate_energy(config, dataset, energy_fn, sigma, key, progress=bool(config.runtime.progress))
+
   return Method(name="dde", init=init, step=step, networks=per_step, sample=sample, evaluate=evaluate, plot=plot,
-                score=score_of, draw=draw)
+                score=score_of, draw=draw, inpaint=inpaint, log_likelihood=log_likelihood)

@@ -81,7 +81,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dsm_jax import gaussian_base, models, samplers, sampling, sigmas, viz
+from dsm_jax import gaussian_base, likelihood, models, samplers, sampling, sigmas, viz
 from dsm_jax.eval import images as image_eval
 from dsm_jax.eval import ood
 from dsm_jax.methods.base import Method, register
@@ -539,7 +539,36 @@ def build(config, dataset) -> Method:
         paths.append(viz.trajectory_strip(os.path.join(sample_dir, f"{name}.png"), samples[name], n_keep))
     return paths
 
+  # ---------------------------------------------------------------- inpainting and likelihood
+  inpaint_sched = samplers.constant_schedule(
+      sample_chains.sigma_pixel, samplers.paper_alpha(sample_chains.eta_pixel, sample_chains.convention),
+      int(s_cfg.pixel_only_steps), temperature=sample_chains.noise_scale ** 2)
+
+  @jax.jit
+  def inpaint(params, key, known, mask):
+    """--mode=inpaint: pixel Langevin on U_c (eq. 7, a stochastic energy of clean images: known pixels held exactly)
+    for sampling.pixel_only_steps steps from U[data range], then r_phi(x, sigma_pixel) in the hidden part."""
+    f = fns_of(params)
+    k0, k1 = jax.random.split(key)
+    x0 = sampling.start(jax.random.uniform(k0, known.shape, known.dtype, minval=lo, maxval=hi))
+    u_c = lambda x, k: texture_energy(f.denoise, k, x, sample_chains.sigma_pixel)
+    score = lambda x, _sig, k: -jax.grad(lambda y: jnp.sum(u_c(y, k)))(x)
+    x, _ = samplers.inpaint_langevin(score, k1, x0, sampling.start(known), sampling.start(mask), inpaint_sched,
+                                     score_takes_key=True)
+    return mask * known + (1.0 - mask) * denoised(f, x)
+
+  def log_likelihood(params, key):
+    """--mode=loglik: exp(-U) with U(x) = U_c(x, sigma_pixel) at one fixed noise image eps (the same for every x,
+    so U is a deterministic energy of clean images), normalised by AIS."""
+    f = fns_of(params)
+    eps = jax.random.normal(jax.random.fold_in(key, 0xE95), (1,) + shape)
+    energy_fn = lambda x: texture_energy(f.denoise, None, x, sample_chains.sigma_pixel,
+                                         eps=jnp.broadcast_to(eps, x.shape))
+    return likelihood.evaluate_energy(config, dataset, energy_fn, sample_chains.sigma_pixel, key, clean=True,
+                                      progress=bool(config.runtime.progress))
+
   updates = float(t.dae_steps + 1)  # L DAE updates and one contrastive update of each network per iteration
   return Method(name="debm", init=init, step=step, networks={"phi": updates, "gamma": updates},
                 slots={"phi": SLOTS, "gamma": SLOTS}, sample=sample, evaluate=evaluate, plot=plot,
-                draw=draw_normal, functions=fns_of, main_draw=main_draw)
+                draw=draw_normal, functions=fns_of, main_draw=main_draw, inpaint=inpaint,
+                log_likelihood=log_likelihood)

@@ -278,7 +278,33 @@ def build(config, dataset) -> Method:
               "likelihood: grad log p(D|w)": comp["likelihood"], "sum (= -g, the step direction)": total}
     paths.append(viz.quiver_panels(f"{sample_dir}/gradients.png", np.asarray(pts), fields, ref["w1"], ref["w2"],
                                    ref["log_density"], "the three parts of the generator's gradient at q's samples"))
+    g1, g2 = np.meshgrid(np.linspace(ref["w1"][0], ref["w1"][-1], 17)[1:-1],
+                         np.linspace(ref["w2"][0], ref["w2"][-1], 17)[1:-1])  # 15 x 15 inner points
+    grid = jnp.asarray(np.stack([g1.ravel(), g2.ravel()], -1), jnp.float32)
+    comp = {k: np.asarray(v) for k, v in jax.jit(lambda p, w: components(p, w, None))(params["F"], grid).items()}
+    fields = dict(zip(fields, (comp["entropy"], comp["prior"], comp["likelihood"],
+                               comp["entropy"] + comp["prior"] + comp["likelihood"])))
+    paths.append(viz.quiver_panels(f"{sample_dir}/gradients_grid.png", np.asarray(grid), fields, ref["w1"], ref["w2"],
+                                   ref["log_density"], "the three parts of the generator's gradient on a grid"))
+    paths.append(viz.paths_on_grid(f"{sample_dir}/denoising.png", iterated_denoising(params["F"], samples["x"][:40]),
+                                   ref["w1"], ref["w2"], ref["log_density"],
+                                   "the trained denoiser F, applied repeatedly (over the grid posterior p(w | D))"))
     return paths
+
+  def iterated_denoising(p_f, w, n_up: int = 200, n_down: int = 20) -> dict:
+    """The blog's picture of a denoiser: F(w) = w + sigma_n^2 grad log q_sigma(w), so w <- F(w) climbs to a mode
+    of q_sigma (from q's samples spread 2.5x about their mean), and the reverse step w <- w - (F(w) - w) descends
+    (from q's samples)."""
+    f = jax.jit(lambda v: f_net.apply(p_f, v, None))
+    w = np.asarray(w, np.float32)
+    start = w.mean(0) + 2.5 * (w - w.mean(0))
+    up, down = [start], [w]
+    for _ in range(n_up):
+      up.append(np.asarray(f(jnp.asarray(up[-1]))))
+    for _ in range(n_down):
+      down.append(2.0 * down[-1] - np.asarray(f(jnp.asarray(down[-1]))))
+    return {f"w <- F(w), {n_up} times: climbs towards the mode": np.stack(up),
+            f"w <- w - (F(w) - w), {n_down} times: descends": np.stack(down)}
 
   return Method(name=config.method, init=init, step=step, networks={"G": 1, "F": f_steps}, sample=sample,
                 evaluate=evaluate, plot=plot, draw=draw)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsm_jax import fields, gaussian_base, losses, models, samplers, sampling, sigmas, viz
+from dsm_jax import fields, gaussian_base, likelihood, losses, models, samplers, sampling, sigmas, viz
 from dsm_jax.data.images import IMAGE_DATASETS
 from dsm_jax.eval import images as image_eval
 from dsm_jax.eval import metrics, ood
@@ -247,6 +247,20 @@ def build(config, dataset) -> Method:
   def score_of(params):
     return fields.score_from_energy(lambda x, _s: energy(params["energy"], x))
 
+  inpaint_sched = samplers.tempered_schedule(s_cfg.eps, temps, sigma0)
+
+  @jax.jit
+  def inpaint(params, key, known, mask):  # --mode=inpaint: Sec. 4.2's schedule with the known entries held
+    k0, k1 = jax.random.split(key)
+    x0 = sampling.start(initial_state(k0, known.shape[0], shape, s_cfg))
+    x, _ = samplers.inpaint_langevin(score_of(params), k1, x0, sampling.start(known), sampling.start(mask),
+                                     inpaint_sched, final_denoise_sigma=sigma0 if s_cfg.final_denoise else None)
+    return x
+
+  def log_likelihood(params, key):  # --mode=loglik: exp(-E) models p_sigma0
+    energy_fn = lambda x: energy(params["energy"], x)
+    return likelihood.evaluate_energy(config, dataset, energy_fn, sigma0, key, progress=bool(config.runtime.progress))
+
   return Method(name="mdsm", init=init, step=loss_step("energy", loss), networks={"energy": 1}, loss=loss, sample=sample,
-                evaluate=evaluate, plot=plot, score=score_of, draw=draw,
-                functions=lambda params: {"energy": lambda x: energy(params["energy"], x)})
+                evaluate=evaluate, plot=plot, score=score_of, draw=draw, inpaint=inpaint,
+                log_likelihood=log_likelihood, functions=lambda params: {"energy": lambda x: energy(params["energy"], x)})

@@ -182,10 +182,22 @@ def build(config, dataset) -> Method:
       paths.append(viz.scatter_2d(f"{sample_dir}/langevin.png", samples["langevin"], ld, "plain Langevin", lim))
     return paths
 
+  sched = samplers.annealed_schedule(np.asarray(ladder), s_cfg.eps, s_cfg.n_steps_each, s_cfg.convention)
+  sigma_l = float(np.asarray(ladder)[-1])
+
+  @jax.jit
+  def inpaint(params, key, known, mask):  # --mode=inpaint: Alg. 1 with the known entries held at their noised values
+    k0, k1 = jax.random.split(key)
+    lo, hi = s_cfg.init_range
+    x0 = sampling.start(jax.random.uniform(k0, known.shape, known.dtype, minval=lo, maxval=hi))
+    x, _ = samplers.inpaint_langevin(score_of(params), k1, x0, sampling.start(known), sampling.start(mask), sched,
+                                     final_denoise_sigma=sigma_l if s_cfg.final_denoise else None)
+    return x
+
   def score_of(params):
     if s_cfg.score == "analytic":
       return exact_score
     return lambda x, sig: score(params["score"], x, sig)
 
   return Method(name="ncsn", init=init, step=loss_step("score", loss), networks={"score": 1}, loss=loss, sample=sample,
-                evaluate=evaluate, plot=plot, score=score_of, draw=draw_model)
+                evaluate=evaluate, plot=plot, score=score_of, draw=draw_model, inpaint=inpaint)
