@@ -24,19 +24,12 @@ from typing import Optional
 import numpy as np
 
 from dsm_jax.data.pipeline import DataError
+from dsm_jax.data.pipeline import config_value as _cfg
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 FORMAT_VERSION = 1
 CHANNELS = (1, 3)
 _SHOWN = 5  # skipped files named in the warning (all of them are in the list file)
-
-
-def _cfg(data_config, key, default):
-  try:
-    v = data_config.get(key, default)
-  except AttributeError:
-    v = getattr(data_config, key, default)
-  return default if v is None else v
 
 
 def settings(data_config) -> dict:

@@ -37,6 +37,7 @@ from typing import Optional
 import numpy as np
 
 from dsm_jax.data.pipeline import DataError
+from dsm_jax.data.pipeline import config_value as _cfg
 
 OFFLINE_DATASETS = ("mnist5k", "digits")
 TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "celeb_a")
@@ -71,14 +72,6 @@ class Geometry:
   crop: int      # 0: none, else centre crop to crop x crop
   size: int      # 0: keep, else bilinear resize to size x size
   pad: int       # 0: none, else pad (28x28) to pad x pad with 0
-
-
-def _cfg(data_config, key, default):
-  try:
-    v = data_config.get(key, default)
-  except AttributeError:
-    v = getattr(data_config, key, default)
-  return default if v is None else v
 
 
 def resolve_geometry(name: str, data_config) -> Geometry:

@@ -15,6 +15,15 @@ class DataError(ValueError):
   """A dataset that cannot be loaded; the message is one line that names the fix."""
 
 
+def config_value(data_config, key, default):
+  """data_config[key] for a ConfigDict or a plain object, `default` when it is missing or None."""
+  try:
+    v = data_config.get(key, default)
+  except AttributeError:
+    v = getattr(data_config, key, default)
+  return default if v is None else v
+
+
 def get_dataset(data_config, seed: int = 0):
   """A toy dataset (`sample`) or an `images.ImageDataset` (`host_batches`) from config.data."""
   name = data_config.dataset
